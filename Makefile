@@ -1,0 +1,55 @@
+# TinyLlama Serve: `make up` runs the stack locally, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help up test lint format install install-cdk test-fast test-infra bench-worker bench-gateway demo-model clean
+
+help:
+	@echo "make up            run Redis + gateway + worker locally (Ctrl-C stops them)"
+	@echo "make test          lint and run the whole test suite"
+	@echo "make bench-worker  full-stack batching throughput vs sequential generate"
+	@echo "make bench-gateway gateway enqueue throughput vs a FastAPI peer"
+	@echo "make demo-model    build the offline demo model into the cache"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): requirements/gateway.txt requirements/worker.txt requirements/dev.txt | $(PY)
+	$(PIP) install -q -r requirements/dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-} $(PY) -m services.devstack
+
+demo-model: $(STAMP)
+	$(PY) -m services.worker.demo_model
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+test: lint
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+bench-worker: $(STAMP)
+	$(PY) bench/worker.py
+
+bench-gateway: $(STAMP)
+	$(PY) bench/gateway.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache cdk.out

@@ -1,0 +1,1 @@
+"""Clients of the HTTP API: the Python SDK and the ``tinyllama`` CLI."""

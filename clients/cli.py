@@ -1,0 +1,128 @@
+"""``tinyllama``: dev tokens, prompts, jobs and the config registry from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from clients.sdk import ApiError, Client
+
+
+def _token_command(args: argparse.Namespace) -> int:
+    from services.devstack.identity import (
+        NotLocalError,
+        default_keys_dir,
+        ensure_dev_key,
+        mint_token,
+        require_local,
+    )
+
+    try:
+        require_local(os.environ.get("TINYLLAMA_ENV", "local"))
+    except NotLocalError as exc:
+        print(f"tinyllama token: {exc}", file=sys.stderr)
+        return 2
+    key = ensure_dev_key(default_keys_dir())
+    scopes = tuple(args.scope or ())
+    print(mint_token(key, subject=args.sub, scopes=scopes, ttl_s=args.ttl))
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Client:
+    token = args.token or os.environ.get("TINYLLAMA_TOKEN")
+    if not token:
+        raise SystemExit("tinyllama: no token: pass --token or set TINYLLAMA_TOKEN "
+                         "(locally: export TINYLLAMA_TOKEN=$(tinyllama token --sub me))")
+    return Client(args.url, token)
+
+
+def _infer_command(args: argparse.Namespace) -> int:
+    client = _client(args)
+    options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    if args.stop:
+        options["stop"] = args.stop
+    if args.stream:
+        for event, data in client.stream(args.prompt, **options):
+            if event == "token":
+                print(data["text"], end="", flush=True)
+            elif event == "error":
+                print(f"\ntinyllama: job failed: {data.get('message')}", file=sys.stderr)
+                return 1
+        print()
+        return 0
+    job = client.generate(args.prompt, **options)
+    if args.json:
+        print(json.dumps(job, indent=2))
+    elif job.get("result"):
+        print(job["result"]["text"])
+    else:
+        print(f"job {job['id']} is {job['status']}: poll {args.url}{job.get('url', '')}")
+    return 0 if job.get("status") in ("succeeded", "queued", "running", "starting") else 1
+
+
+def _job_command(args: argparse.Namespace) -> int:
+    client = _client(args)
+    result = client.cancel(args.job_id) if args.cancel else client.job(args.job_id)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    parser = argparse.ArgumentParser(prog="tinyllama", description="TinyLlama Serve client.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    token = sub.add_parser("token", help="print a dev JWT (local environments only)")
+    token.add_argument("--sub", required=True, help="the token's subject (user name)")
+    token.add_argument("--scope", action="append", help="grant a scope (repeatable)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.set_defaults(run=_token_command)
+
+    default_url = os.environ.get("TINYLLAMA_URL", "http://127.0.0.1:8080")
+    for name, helptext in (("infer", "send a prompt"), ("job", "show or cancel a job")):
+        cmd = sub.add_parser(name, help=helptext)
+        cmd.add_argument("--url", default=default_url, help="gateway URL (TINYLLAMA_URL)")
+        cmd.add_argument("--token", help="bearer token (TINYLLAMA_TOKEN)")
+        if name == "infer":
+            cmd.add_argument("prompt")
+            cmd.add_argument("--max-new-tokens", type=int, default=64)
+            cmd.add_argument("--temperature", type=float, default=0.0)
+            cmd.add_argument("--stop", action="append")
+            cmd.add_argument("--stream", action="store_true", help="print tokens as they come")
+            cmd.add_argument("--json", action="store_true", help="print the whole job as JSON")
+            cmd.set_defaults(run=_infer_command)
+        else:
+            cmd.add_argument("job_id")
+            cmd.add_argument("--cancel", action="store_true")
+            cmd.set_defaults(run=_job_command)
+
+    registry = sub.add_parser("registry", help="read and write the config registry",
+                              add_help=False)
+    registry.add_argument("rest", nargs=argparse.REMAINDER)
+    registry.set_defaults(run=lambda a: _registry(a.rest))
+    return parser
+
+
+def _registry(rest: list[str]) -> int:
+    from services.registry.cli import main as registry_main
+
+    return registry_main(rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tinyllama`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ApiError as exc:
+        print(f"tinyllama: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"tinyllama: cannot reach the gateway: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

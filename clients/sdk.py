@@ -1,0 +1,85 @@
+"""A small, dependency-free Python client for the TinyLlama Serve HTTP API."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+
+class ApiError(Exception):
+    """The server answered with a problem+json error (or something unreadable)."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        detail = problem.get("detail") or problem.get("title") or "request failed"
+        super().__init__(f"HTTP {status}: {detail}")
+
+
+class Client:
+    """``Client(base_url, token).generate("Hello")`` → the job with its result."""
+
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.timeout_s = timeout_s
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r}, token=***)"
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self._token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout_s)  # noqa: S310
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                problem = json.loads(raw)
+            except ValueError:
+                problem = {"detail": raw.decode(errors="replace")[:200]}
+            raise ApiError(exc.code, problem) from None
+
+    def generate(self, prompt: str, *, mode: str = "wait", idempotency_key: str | None = None,
+                 **options: Any) -> dict[str, Any]:
+        """Submit a prompt; ``wait`` returns the finished job (or 202's pending one)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        with self._request("POST", f"/infer?mode={mode}", {"prompt": prompt, **options},
+                           headers) as response:
+            return json.loads(response.read())
+
+    def stream(self, prompt: str, **options: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(event, data)`` pairs: ``token`` deltas, then ``done`` or ``error``."""
+        response = self._request("POST", "/infer?mode=stream", {"prompt": prompt, **options},
+                                 {"Accept": "text/event-stream"})
+        with response:
+            event = "message"
+            for raw in response:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    yield event, json.loads(line[5:].strip())
+                    if event in ("done", "error"):
+                        return
+                elif not line:
+                    event = "message"
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """A job's status and result."""
+        with self._request("GET", f"/jobs/{job_id}") as response:
+            return json.loads(response.read())
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job."""
+        with self._request("DELETE", f"/jobs/{job_id}") as response:
+            return json.loads(response.read())

@@ -1,0 +1,124 @@
+"""``make up``: Redis, gateway and one worker in the foreground; Ctrl-C stops them all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from services.devstack.identity import (
+    DEV_CLIENT_ID,
+    DEV_ISSUER,
+    ensure_dev_key,
+    jwks_path,
+    mint_token,
+    require_local,
+)
+from services.devstack.redis_server import NoRedisError, find_redis
+
+
+def _say(message: str) -> None:
+    print(f"[make up] {message}", flush=True)
+
+
+def build_env(environ: dict[str, str], *, redis_url: str, keys_dir: Path) -> dict[str, str]:
+    """The environment gateway and worker get: the caller's, plus local defaults."""
+    env = dict(environ)
+    env.setdefault("TINYLLAMA_ENV", "local")
+    env["REDIS_URL"] = redis_url
+    env.setdefault("TINYLLAMA_PORT", "8080")
+    if not env.get("TINYLLAMA_JWKS_URL"):
+        # No operator-provided issuer: trust the dev key minted here.
+        env["TINYLLAMA_JWKS_URL"] = jwks_path(keys_dir).resolve().as_uri()
+        env["TINYLLAMA_JWT_ISSUER"] = DEV_ISSUER
+        env["TINYLLAMA_JWT_CLIENT_IDS"] = DEV_CLIENT_ID
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _wait_ready(url: str, *, processes: list[subprocess.Popen[bytes]], timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    last = {"reason": "gateway not answering yet"}
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[-1]} exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=2) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            last = json.loads(exc.read() or b"{}")
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"not ready after {timeout_s:.0f} s: {last.get('reason')}")
+
+
+def _stop(processes: list[subprocess.Popen[bytes]], *, grace_s: float = 20.0) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main() -> int:
+    """Run the local stack until Ctrl-C."""
+    environ = dict(os.environ)
+    try:
+        require_local(environ.get("TINYLLAMA_ENV", "local"))
+        redis_url, redis_process = find_redis(environ.get("REDIS_URL"))
+    except (NoRedisError, Exception) as exc:
+        print(f"[make up] {exc}", file=sys.stderr)
+        return 2
+    _say(f"redis: {redis_url}" + (" (started here)" if redis_process else ""))
+    keys_dir = Path(environ.get("TINYLLAMA_DEV_KEYS", "~/.cache/tinyllama/dev-keys")).expanduser()
+    key = ensure_dev_key(keys_dir)
+    env = build_env(environ, redis_url=redis_url, keys_dir=keys_dir)
+    port = env["TINYLLAMA_PORT"]
+    base = f"http://127.0.0.1:{port}"
+    python = sys.executable
+    processes = [
+        subprocess.Popen([python, "-m", "services.worker"], env=env),
+        subprocess.Popen([python, "-m", "services.gateway"], env=env),
+    ]
+    owned = processes + ([redis_process] if redis_process else [])
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        _say("starting worker and gateway (the first run builds the demo model)...")
+        ready = _wait_ready(base, processes=processes, timeout_s=600)
+        token = mint_token(key, subject="dev", ttl_s=12 * 3600)
+        _say(f"ready: model {ready.get('model')} on {base}")
+        print(f"\nexport TINYLLAMA_TOKEN={token}\n")
+        print(
+            f"curl -s {base}/infer -H \"Authorization: Bearer $TINYLLAMA_TOKEN\" "
+            "-H 'Content-Type: application/json' "
+            "-d '{\"prompt\": \"Hello, llama!\", \"max_new_tokens\": 32}'\n",
+            flush=True,
+        )
+        _say("Ctrl-C stops everything")
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+        _say("a service exited; stopping the rest")
+        return 1
+    except KeyboardInterrupt:
+        _say("stopping...")
+        return 0
+    except RuntimeError as exc:
+        print(f"[make up] {exc}", file=sys.stderr)
+        return 1
+    finally:
+        _stop(owned)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

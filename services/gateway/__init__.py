@@ -1,0 +1,1 @@
+"""The HTTP edge: auth, validation, admission, enqueue, answer."""

@@ -1,0 +1,132 @@
+"""The one error shape: RFC 9457 ``application/problem+json``.
+
+Domain code raises ``Problem``; one middleware turns it, aiohttp's own HTTP
+errors and anything unexpected into the same JSON body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+log = logging.getLogger("tinyllama.gateway")
+
+
+class ProblemBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The JSON body of every error response."""
+
+    type: str
+    title: str
+    status: int
+    detail: str = ""
+    instance: str = ""
+    request_id: str = ""
+    errors: list[dict[str, str]] = []
+    retry_after: float | None = None
+
+
+class Problem(Exception):
+    """A client-visible failure with an HTTP status and a stable ``type`` slug."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        *,
+        detail: str = "",
+        headers: Mapping[str, str] | None = None,
+        errors: list[dict[str, str]] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.errors = errors or []
+        self.retry_after = retry_after
+
+
+def problem_response(problem: Problem, *, request_id: str = "", instance: str = "") -> web.Response:
+    """Render a Problem as a problem+json response."""
+    body = ProblemBody(
+        type=f"https://tinyllama.dev/problems/{problem.slug}",
+        title=problem.title,
+        status=problem.status,
+        detail=problem.detail,
+        instance=instance,
+        request_id=request_id,
+        errors=problem.errors,
+        retry_after=problem.retry_after,
+    )
+    headers = dict(problem.headers)
+    if problem.retry_after is not None:
+        headers.setdefault("Retry-After", str(max(1, round(problem.retry_after + 0.499))))
+    return web.Response(
+        body=msgspec.json.encode(body),
+        status=problem.status,
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+_HTTP_SLUGS: dict[int, tuple[str, str]] = {
+    400: ("bad-request", "Bad request"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+def _from_http_exception(exc: web.HTTPException) -> Problem:
+    slug, title = _HTTP_SLUGS.get(exc.status, ("http-error", exc.reason or "HTTP error"))
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "www-authenticate"}}
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else ""
+    return Problem(exc.status, slug, title, detail=detail, headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every failure below the handler to problem+json; unexpected ones to a bare 500."""
+    request_id = request.get("request_id", "")
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem_response(problem, request_id=request_id, instance=request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(_from_http_exception(exc), request_id=request_id, instance=request.path)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id})
+        problem = Problem(500, "internal", "Internal server error", detail="see server logs")
+        return problem_response(problem, request_id=request_id, instance=request.path)
+
+
+def decode_body(raw: bytes, kind: type[Any]) -> Any:
+    """Decode JSON straight into a Struct; a bad body becomes a 400/422 naming the field path."""
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        path = message.rsplit(" - at `", 1)[1].rstrip("`") if " - at `" in message else "$"
+        raise Problem(
+            422,
+            "validation",
+            "Request body failed validation",
+            detail=message,
+            errors=[{"path": path, "message": message.split(" - at `")[0]}],
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise Problem(400, "invalid-json", "Request body is not valid JSON", detail=str(exc)) from None

@@ -1,0 +1,35 @@
+"""Every queue name and Redis key both sides use, in one place."""
+
+from __future__ import annotations
+
+QUEUE_NAME = "arq:queue"
+JOB_FUNCTION = "generate"
+
+KEY_PREFIX = "tl"
+HEARTBEAT_PREFIX = f"{KEY_PREFIX}:worker:"
+WORKERS_SET = f"{KEY_PREFIX}:workers"  # worker id -> last heartbeat time
+
+
+def events_key(job_id: str) -> str:
+    """The Redis Stream that carries a job's events, in order."""
+    return f"{KEY_PREFIX}:job:{job_id}:events"
+
+
+def result_key(job_id: str) -> str:
+    """Set once (``SET NX``) with the final result, so a re-run job cannot answer twice."""
+    return f"{KEY_PREFIX}:job:{job_id}:result"
+
+
+def job_key(job_id: str) -> str:
+    """A hash with the job's owner, status and timestamps."""
+    return f"{KEY_PREFIX}:job:{job_id}"
+
+
+def cancel_key(job_id: str) -> str:
+    """Present while a cancel of this job has been asked for."""
+    return f"{KEY_PREFIX}:job:{job_id}:cancel"
+
+
+def heartbeat_key(worker_id: str) -> str:
+    """A worker's latest heartbeat; it expires when the worker stops sending."""
+    return f"{HEARTBEAT_PREFIX}{worker_id}"

@@ -1,0 +1,1 @@
+"""The GPU side: model loading, the batching engine, event publishing, heartbeats."""

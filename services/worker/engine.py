@@ -1,0 +1,257 @@
+"""The batching engine: transformers' continuous batching, wrapped to be safe to serve.
+
+Many jobs feed one ``ContinuousBatchingManager``; requests join at step
+boundaries. The wrapper adds what a server needs and the manager lacks:
+admission against cache capacity and context length (one oversized request
+would kill the manager for everyone), token deltas instead of cumulative
+snapshots, greedy and sampled requests in one batch, cancellation that ends
+the caller's stream, and a watchdog that rebuilds a dead generation thread.
+
+All torch work happens on the manager's own thread; the event loop only
+receives outputs (``call_soon_threadsafe``), so heartbeats, aborts and
+health keep working while the model computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from services.worker.loading import LoadedModel
+from services.worker.settings import WorkerSettings
+
+log = logging.getLogger("tinyllama.worker.engine")
+
+
+class EngineError(Exception):
+    """A request failed inside the engine; ``code`` is stable for clients."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RequestTooLarge(EngineError):
+    """Prompt plus ``max_new_tokens`` does not fit the cache or the model's context."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("request_too_large", message)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Sampling:
+    """Per-request sampling; ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    def processor_kwargs(self, *, vocab_size: int) -> dict[str, Any]:
+        """The manager's per-request processor arguments (floats must be floats)."""
+        if self.temperature == 0.0:
+            # Sampling from a top-1 distribution is argmax: greedy rows share the sampled batch.
+            return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
+        top_k = self.top_k if self.top_k > 0 else vocab_size
+        return {"temperature": float(self.temperature), "top_k": int(top_k), "top_p": float(self.top_p)}
+
+
+@dataclasses.dataclass
+class _Flight:
+    queue: asyncio.Queue[Any]
+    sent: int = 0
+    done: bool = False
+    cancelled: bool = False
+
+
+class Engine:
+    """One model, one manager, many concurrent streams."""
+
+    def __init__(self, *, loaded: LoadedModel, settings: WorkerSettings) -> None:
+        self.loaded = loaded
+        self.settings = settings
+        config = loaded.model.config
+        self.vocab_size = int(config.vocab_size)
+        self.max_context = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+        self.page_size = settings.block_size
+        self.num_blocks = max(2, settings.cache_tokens // settings.block_size)
+        self.cache_tokens = self.num_blocks * self.page_size
+        self.capacity = settings.max_batch
+        self._manager: Any = None
+        self._flights: dict[str, _Flight] = {}
+        self._tokens_done = 0
+        self._rebuilds = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def _build_manager(self) -> Any:
+        from transformers import ContinuousBatchingConfig, GenerationConfig
+
+        tokenizer = self.loaded.tokenizer
+        eos = tokenizer.eos_token_id
+        generation_config = GenerationConfig(
+            do_sample=True,
+            # Non-default values make the manager build per-request processors for all three.
+            temperature=0.7,
+            top_k=50,
+            top_p=0.95,
+            max_new_tokens=self.settings.max_new_tokens,
+            eos_token_id=eos if eos is not None else -1,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+        )
+        cb_config = ContinuousBatchingConfig(
+            page_size=self.page_size,
+            num_blocks=self.num_blocks,
+            max_batch_tokens=self.settings.max_batch_tokens,
+            max_requests_per_batch=self.capacity,
+            per_request_processors=True,
+            allow_block_sharing=False,
+        )
+        manager = self.loaded.model.init_continuous_batching(
+            generation_config=generation_config, continuous_batching_config=cb_config
+        )
+        manager.start()
+        return manager
+
+    async def start(self) -> None:
+        """Start the generation thread (and, if configured, run one warm-up generation)."""
+        self._loop = asyncio.get_running_loop()
+        self._manager = await asyncio.to_thread(self._build_manager)
+        if self.settings.warmup:
+            ids = self.loaded.tokenizer("Hello", add_special_tokens=True)["input_ids"]
+            async for _ in self.stream("warmup", ids, max_new_tokens=4, sampling=Sampling()):
+                pass
+
+    def is_alive(self) -> bool:
+        """True while the generation thread runs."""
+        return self._manager is not None and self._manager.is_running()
+
+    async def stop(self) -> None:
+        """Stop the generation thread; without this the process hangs at exit."""
+        manager, self._manager = self._manager, None
+        if manager is not None:
+            await asyncio.to_thread(manager.stop, block=True, timeout=30)
+        self._fail_all(EngineError("shutdown", "the worker is shutting down"))
+
+    async def rebuild(self, reason: str) -> None:
+        """Replace a dead manager; every request in flight fails and may be retried."""
+        self._rebuilds += 1
+        log.error("generation thread died (%s): rebuilding the engine", reason)
+        self._fail_all(EngineError("engine_restarted", f"the engine restarted: {reason}"))
+        old, self._manager = self._manager, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(old.stop, block=True, timeout=10, hard_stop=True)
+        self._manager = await asyncio.to_thread(self._build_manager)
+
+    async def watch(self, *, interval_s: float = 0.5) -> None:
+        """Forever: notice a dead generation thread and rebuild it."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._manager is not None and not self._manager.is_running():
+                error = getattr(self._manager.background_thread_status, "fatal_error", None)
+                await self.rebuild(repr(error) if error else "thread exited")
+
+    def _fail_all(self, error: EngineError) -> None:
+        for flight in self._flights.values():
+            flight.queue.put_nowait(error)
+
+    # ------------------------------------------------------------------ stats
+    @property
+    def active(self) -> int:
+        """Requests in flight."""
+        return len([k for k in self._flights if k != "warmup"])
+
+    @property
+    def tokens_done(self) -> int:
+        """Tokens generated since start (for tokens/s in heartbeats)."""
+        return self._tokens_done
+
+    # ------------------------------------------------------------------ requests
+    def check_fits(self, *, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Refuse, before admission, what the cache or the model's context cannot hold."""
+        need = prompt_tokens + max_new_tokens
+        if need > self.max_context:
+            raise RequestTooLarge(
+                f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) = {need} "
+                f"exceeds the model's context of {self.max_context} tokens"
+            )
+        if need > self.cache_tokens:
+            raise RequestTooLarge(
+                f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) = {need} "
+                f"exceeds the KV cache of {self.cache_tokens} tokens"
+            )
+
+    def _deliver(self, output: Any) -> None:
+        flight = self._flights.get(output.request_id)
+        if flight is not None:
+            flight.queue.put_nowait(output)
+
+    async def stream(
+        self, request_id: str, input_ids: list[int], *, max_new_tokens: int, sampling: Sampling
+    ) -> AsyncIterator[list[int]]:
+        """Yield lists of new token ids as they are generated, until the request ends.
+
+        Raises ``EngineError`` if it fails; a cancelled request simply stops.
+        """
+        self.check_fits(prompt_tokens=len(input_ids), max_new_tokens=max_new_tokens)
+        manager = self._manager
+        if manager is None or not manager.is_running():
+            raise EngineError("engine_unavailable", "the engine is not running")
+        if request_id in self._flights:
+            raise EngineError("duplicate_request", f"request {request_id} is already running")
+        flight = _Flight(queue=asyncio.Queue())
+        self._flights[request_id] = flight
+        try:
+            manager.register_result_handler(request_id, self._deliver)
+            manager.add_request(
+                input_ids=list(input_ids),
+                request_id=request_id,
+                max_new_tokens=max_new_tokens,
+                streaming=True,
+                **sampling.processor_kwargs(vocab_size=self.vocab_size),
+            )
+            while True:
+                item = await flight.queue.get()
+                if isinstance(item, EngineError):
+                    raise item
+                if item.error:
+                    raise EngineError("generation_failed", str(item.error))
+                tokens = item.generated_tokens
+                if len(tokens) > flight.sent:
+                    new = list(tokens[flight.sent:])
+                    flight.sent = len(tokens)
+                    self._tokens_done += len(new)
+                    yield new
+                if item.is_finished():
+                    flight.done = True
+                    return
+        finally:
+            if not flight.done:
+                # The caller stopped early (stop sequence, abort, error): free the slot now.
+                self.cancel(request_id)
+            self._flights.pop(request_id, None)
+
+    def cancel(self, request_id: str) -> None:
+        """Stop generating for ``request_id`` and free its cache; its stream ends."""
+        flight = self._flights.get(request_id)
+        if flight is not None and not flight.cancelled:
+            flight.cancelled = True
+            manager = self._manager
+            if manager is not None:
+                manager.cancel_request(request_id)
+                # A cancelled request gets no final output: drop its handler ourselves.
+                with manager.output_router._lock:
+                    manager.output_router.result_handlers.pop(request_id, None)
+
+
+def measure_rate(engine: Engine, *, since: tuple[float, int]) -> tuple[float, tuple[float, int]]:
+    """Tokens per second since the last sample, and the new sample."""
+    now = time.monotonic()
+    then, tokens = since
+    rate = (engine.tokens_done - tokens) / max(now - then, 1e-6)
+    return rate, (now, engine.tokens_done)

@@ -1,0 +1,65 @@
+"""Tells the gateway this worker is alive, what it serves and how busy it is."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.asyncio import Redis
+
+from services.protocol import names
+from services.protocol.messages import Heartbeat
+from services.protocol.serializer import encode_heartbeat
+from services.worker.engine import Engine, measure_rate
+from services.worker.settings import WorkerSettings
+
+log = logging.getLogger("tinyllama.worker.heartbeat")
+
+
+def build_heartbeat(*, engine: Engine, settings: WorkerSettings, ready: bool, rate: float) -> Heartbeat:
+    """The heartbeat this worker would send now."""
+    return Heartbeat(
+        worker_id=settings.worker_id,
+        model=engine.loaded.name,
+        device=engine.loaded.device,
+        ready=ready,
+        capacity=engine.capacity,
+        active_jobs=engine.active,
+        tokens_per_s=round(rate, 2),
+        sent_at=time.time(),
+        demo_model=engine.loaded.is_demo,
+    )
+
+
+async def send_heartbeat(redis: Redis, beat: Heartbeat, *, ttl_s: float) -> None:
+    """Store the heartbeat (expiring) and index the worker by time."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(names.heartbeat_key(beat.worker_id), encode_heartbeat(beat), px=int(ttl_s * 1000))
+        pipe.zadd(names.WORKERS_SET, {beat.worker_id: beat.sent_at})
+        pipe.zremrangebyscore(names.WORKERS_SET, "-inf", beat.sent_at - 3600)
+        await pipe.execute()
+
+
+async def withdraw(redis: Redis, *, worker_id: str) -> None:
+    """Say goodbye: a stopping worker must not look ready."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.delete(names.heartbeat_key(worker_id))
+        pipe.zrem(names.WORKERS_SET, worker_id)
+        await pipe.execute()
+
+
+async def run_heartbeats(
+    redis: Redis, *, engine: Engine, settings: WorkerSettings, ready: asyncio.Event
+) -> None:
+    """Forever: one heartbeat every ``settings.heartbeat_s``; Redis hiccups are logged, not fatal."""
+    sample = (time.monotonic(), engine.tokens_done)
+    while True:
+        rate, sample = measure_rate(engine, since=sample)
+        beat = build_heartbeat(engine=engine, settings=settings,
+                               ready=ready.is_set() and engine.is_alive(), rate=rate)
+        try:
+            await send_heartbeat(redis, beat, ttl_s=settings.heartbeat_ttl_s)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            log.warning("heartbeat failed: %s", exc)
+        await asyncio.sleep(settings.heartbeat_s)

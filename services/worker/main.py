@@ -1,0 +1,92 @@
+"""Wires the worker: load the model, start the engine, heartbeat, drain the ARQ queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from services.protocol import names
+from services.protocol.serializer import deserialize_job, serialize_job
+from services.worker.engine import Engine
+from services.worker.heartbeat import run_heartbeats, withdraw
+from services.worker.loading import load_model
+from services.worker.runner import run_job
+from services.worker.settings import WorkerSettings
+
+log = logging.getLogger("tinyllama.worker")
+
+
+def redis_settings(url: str) -> RedisSettings:
+    """ARQ Redis settings that survive Redis restarts and slow starts."""
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_retries = 60
+    settings.conn_retry_delay = 1
+    settings.retry_on_timeout = True
+    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    return settings
+
+
+def build_worker(*, settings: WorkerSettings, engine: Engine) -> Worker:
+    """An ARQ worker whose ``max_jobs`` is the engine's capacity, polling every few ms."""
+
+    async def generate(ctx: dict[str, Any], *, payload: dict[str, Any]) -> str:
+        return await run_job(ctx, payload, engine=engine, worker_id=settings.worker_id,
+                             ttl_s=settings.result_ttl_s)
+
+    return Worker(
+        functions=[func(generate, name=names.JOB_FUNCTION, max_tries=3,
+                        timeout=settings.job_timeout_s)],
+        redis_settings=redis_settings(settings.redis_url),
+        queue_name=settings.queue_name,
+        max_jobs=engine.capacity,
+        poll_delay=settings.poll_delay_s,
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        allow_abort_jobs=True,
+        keep_result=settings.result_ttl_s,
+        health_check_interval=10,
+        job_completion_wait=max(1, int(settings.drain_timeout_s)),  # SIGTERM drains
+        handle_signals=True,
+    )
+
+
+async def serve(settings: WorkerSettings) -> None:
+    """Run until a signal stops the ARQ worker; always stop the engine thread on the way out."""
+    loaded = await asyncio.to_thread(load_model, settings)
+    engine = Engine(loaded=loaded, settings=settings)
+    ready = asyncio.Event()
+    worker = build_worker(settings=settings, engine=engine)
+    from arq.connections import create_pool
+
+    redis = await create_pool(redis_settings(settings.redis_url))
+    heart = asyncio.create_task(run_heartbeats(redis, engine=engine, settings=settings, ready=ready))
+    watchdog: asyncio.Task[None] | None = None
+    try:
+        await engine.start()  # includes the warm-up generation
+        watchdog = asyncio.create_task(engine.watch())
+        ready.set()
+        log.info("worker ready", extra={"model": loaded.name, "device": loaded.device,
+                                        "capacity": engine.capacity})
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.async_run()
+    finally:
+        ready.clear()
+        for task in (heart, watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(Exception):
+            await withdraw(redis, worker_id=settings.worker_id)
+        with contextlib.suppress(Exception):
+            await worker.close()
+        await engine.stop()
+        await redis.aclose()
+        log.info("worker stopped")

@@ -1,0 +1,67 @@
+"""Writes a job's events to its Redis Stream; the final result exactly once."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from services.protocol import names
+from services.protocol.messages import DoneEvent, ErrorEvent, JobEvent, StatusEvent, TokenEvent
+from services.protocol.serializer import decode_event, encode_event
+
+
+class EventPublisher:
+    """Appends events for one job; ``finish`` writes the result key with NX, then the event."""
+
+    def __init__(self, redis: Redis, job_id: str, *, ttl_s: int) -> None:
+        self._redis = redis
+        self._job_id = job_id
+        self._ttl_s = ttl_s
+        self._key = names.events_key(job_id)
+
+    async def publish(self, event: JobEvent) -> None:
+        """Append one event (and keep the stream from living forever)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self._key, {"e": encode_event(event)})
+            pipe.expire(self._key, self._ttl_s)
+            if isinstance(event, StatusEvent):
+                pipe.hset(names.job_key(self._job_id), "status", event.status)
+            await pipe.execute()
+
+    async def finish(self, event: DoneEvent | ErrorEvent) -> bool:
+        """Write the final event once; False if an earlier run already did."""
+        if isinstance(event, DoneEvent):
+            status = "cancelled" if event.result.finish_reason == "cancelled" else "succeeded"
+        else:
+            status = event.status
+        won = await self._redis.set(
+            names.result_key(self._job_id), encode_event(event), ex=self._ttl_s, nx=True
+        )
+        if not won:
+            return False
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self._key, {"e": encode_event(event)})
+            pipe.expire(self._key, self._ttl_s)
+            pipe.hset(names.job_key(self._job_id), "status", status)
+            await pipe.execute()
+        return True
+
+    async def previous_tokens(self) -> tuple[list[int], int, int]:
+        """What an earlier run of this job already published: ids, characters shown, events.
+
+        A re-run resumes from there instead of repeating (or contradicting) it.
+        """
+        ids: list[int] = []
+        shown = 0
+        count = 0
+        for _, fields in await self._redis.xrange(self._key):
+            event = decode_event(fields[b"e"])
+            if isinstance(event, TokenEvent):
+                ids.extend(event.token_ids)
+                shown = max(shown, event.offset + len(event.text))
+                count = max(count, event.seq + 1)
+        return ids, shown, count
+
+    async def final(self) -> JobEvent | None:
+        """The job's result event, if one was written."""
+        raw = await self._redis.get(names.result_key(self._job_id))
+        return decode_event(raw) if raw is not None else None

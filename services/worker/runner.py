@@ -1,0 +1,157 @@
+"""The ARQ job: one request through the engine, published event by event.
+
+At-least-once safe: a re-run (after a crash) resumes from the tokens the
+earlier run already published, and the final result is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.protocol import names
+from services.protocol.messages import (
+    DoneEvent,
+    ErrorEvent,
+    GenerateRequest,
+    GenerateResult,
+    JobPayload,
+    StatusEvent,
+    Timings,
+    TokenEvent,
+    Usage,
+)
+from services.protocol.serializer import decode_payload
+from services.worker.engine import Engine, EngineError, Sampling
+from services.worker.publisher import EventPublisher
+from services.worker.text import TextStream
+
+log = logging.getLogger("tinyllama.worker.runner")
+
+
+def encode_prompt(tokenizer: Any, request: GenerateRequest) -> list[int]:
+    """Prompt text → ids; chat prompts go through the tokenizer's chat template."""
+    if request.chat and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": request.prompt}]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    return list(tokenizer(request.prompt, add_special_tokens=True)["input_ids"])
+
+
+async def _cancel_requested(redis: Redis, job_id: str) -> bool:
+    return bool(await redis.exists(names.cancel_key(job_id)))
+
+
+async def run_job(
+    ctx: dict[str, Any], payload: dict[str, Any], *, engine: Engine, worker_id: str, ttl_s: int
+) -> str:
+    """Run one job to its end; return its final status (ARQ stores it as the result)."""
+    redis: Redis = ctx["redis"]
+    job = decode_payload(payload)
+    started = time.time()
+    publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s)
+    if await publisher.final() is not None:
+        return "done-before"  # an earlier run finished it; nothing to add
+    if started > job.deadline:
+        await publisher.finish(ErrorEvent(code="expired", message="the job waited past its deadline",
+                                          status="expired"))
+        return "expired"
+    if await _cancel_requested(redis, job.job_id):
+        await publisher.finish(ErrorEvent(code="cancelled", message="cancelled before it started",
+                                          status="cancelled"))
+        return "cancelled"
+    await publisher.publish(StatusEvent(status="running", worker=worker_id))
+    try:
+        return await _generate(redis, job, engine=engine, publisher=publisher, started=started)
+    except asyncio.CancelledError:
+        # Abort (DELETE /jobs/…, client gone) or shutdown? Only an abort ends the job here;
+        # on shutdown ARQ re-queues it and another run resumes it.
+        if await asyncio.shield(_cancel_requested(redis, job.job_id)):
+            await asyncio.shield(_finish_cancelled(job, engine=engine, publisher=publisher,
+                                                   started=started))
+        raise
+
+
+async def _finish_cancelled(
+    job: JobPayload, *, engine: Engine, publisher: EventPublisher, started: float
+) -> None:
+    ids, _, _ = await publisher.previous_tokens()
+    text = TextStream(engine.loaded.tokenizer, stop=[], prefix_ids=ids)
+    result = _result(job, engine=engine, text=text.flush(), finish="cancelled",
+                     prompt_tokens=0, completion_tokens=len(ids), started=started, first=None)
+    await publisher.finish(DoneEvent(result=result))
+
+
+def _result(
+    job: JobPayload, *, engine: Engine, text: str, finish: str, prompt_tokens: int,
+    completion_tokens: int, started: float, first: float | None,
+) -> GenerateResult:
+    now = time.time()
+    return GenerateResult(
+        text=text,
+        finish_reason=finish,  # type: ignore[arg-type]
+        model=engine.loaded.name,
+        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                    total_tokens=prompt_tokens + completion_tokens),
+        timings=Timings(
+            queued_s=round(max(0.0, started - job.enqueued_at), 6),
+            first_token_s=round(first - started, 6) if first is not None else None,
+            generation_s=round(now - started, 6),
+            total_s=round(now - job.enqueued_at, 6),
+        ),
+    )
+
+
+async def _generate(
+    redis: Redis, job: JobPayload, *, engine: Engine, publisher: EventPublisher, started: float
+) -> str:
+    request = job.request
+    tokenizer = engine.loaded.tokenizer
+    prompt_ids = encode_prompt(tokenizer, request)
+    max_new = min(request.max_new_tokens, engine.settings.max_new_tokens)
+    try:
+        engine.check_fits(prompt_tokens=len(prompt_ids), max_new_tokens=max_new)
+    except EngineError as exc:
+        await publisher.finish(ErrorEvent(code=exc.code, message=str(exc)))
+        return "failed"
+    done_ids, shown, seq = await publisher.previous_tokens()
+    text = TextStream(tokenizer, stop=list(request.stop), prefix_ids=done_ids, shown=shown)
+    remaining = max_new - len(done_ids)
+    finish = "length"
+    first: float | None = None
+    eos = tokenizer.eos_token_id
+    if remaining > 0:
+        sampling = Sampling(temperature=request.temperature, top_p=request.top_p,
+                            top_k=request.top_k)
+        try:
+            async for new_ids in engine.stream(job.job_id, prompt_ids + done_ids,
+                                               max_new_tokens=remaining, sampling=sampling):
+                first = first or time.time()
+                offset = text.emitted
+                delta = text.push(new_ids)
+                await publisher.publish(TokenEvent(seq=seq, offset=offset, text=delta,
+                                                   token_ids=new_ids))
+                seq += 1
+                if text.stopped:
+                    finish = "stop"
+                    break
+                if eos is not None and new_ids and new_ids[-1] == eos:
+                    finish = "stop"
+        except EngineError as exc:
+            await publisher.finish(ErrorEvent(code=exc.code, message=str(exc)))
+            return "failed"
+    tail = text.flush()
+    if tail:
+        await publisher.publish(TokenEvent(seq=seq, offset=text.emitted - len(tail), text=tail))
+    completion = len(text.ids)
+    if finish == "length" and completion < max_new:
+        finish = "stop"
+    result = _result(job, engine=engine, text=text.text, finish=finish,
+                     prompt_tokens=len(prompt_ids), completion_tokens=completion,
+                     started=started, first=first)
+    await publisher.finish(DoneEvent(result=result))
+    return "succeeded"

@@ -1,0 +1,91 @@
+"""The worker's one frozen settings object, built once at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+DEFAULT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+DEMO_MODEL = "demo"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    """Everything the worker needs; nothing else reads the environment."""
+
+    env: str = "local"
+    worker_id: str = ""
+    redis_url: str = dataclasses.field(default="redis://127.0.0.1:6379/0", repr=False)
+    queue_name: str = "arq:queue"
+    model: str = DEFAULT_MODEL
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    threads: int = 1
+    cache_dir: Path = Path.home() / ".cache" / "tinyllama"
+    max_batch: int = 32  # concurrent sequences; ARQ's max_jobs is matched to it
+    max_batch_tokens: int = 512  # tokens per forward pass (chunked prefill)
+    cache_tokens: int = 32_768  # KV cache size, in tokens, shared by all sequences
+    block_size: int = 32  # KV cache page size, in tokens
+    max_new_tokens: int = 2_048
+    poll_delay_s: float = 0.005
+    heartbeat_s: float = 2.0
+    heartbeat_ttl_s: float = 15.0
+    result_ttl_s: int = 86_400
+    job_timeout_s: float = 600.0
+    drain_timeout_s: float = 30.0
+    warmup: bool = True
+
+
+def _get(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
+    """Build settings from an environment mapping; malformed values are errors."""
+    from services.registry.values import parse_bool
+
+    values: dict[str, object] = {}
+    text = {
+        "env": "TINYLLAMA_ENV",
+        "worker_id": "TINYLLAMA_WORKER_ID",
+        "redis_url": "REDIS_URL",
+        "queue_name": "TINYLLAMA_QUEUE_NAME",
+        "model": "TINYLLAMA_MODEL",
+        "device": "TINYLLAMA_DEVICE",
+        "dtype": "TINYLLAMA_DTYPE",
+    }
+    for field, name in text.items():
+        if (value := _get(environ, name)) is not None:
+            values[field] = value
+    numbers: dict[str, tuple[str, type]] = {
+        "threads": ("TINYLLAMA_THREADS", int),
+        "max_batch": ("TINYLLAMA_MAX_BATCH", int),
+        "max_batch_tokens": ("TINYLLAMA_MAX_BATCH_TOKENS", int),
+        "cache_tokens": ("TINYLLAMA_CACHE_TOKENS", int),
+        "block_size": ("TINYLLAMA_BLOCK_SIZE", int),
+        "max_new_tokens": ("TINYLLAMA_MAX_NEW_TOKENS", int),
+        "poll_delay_s": ("TINYLLAMA_POLL_DELAY", float),
+        "heartbeat_s": ("TINYLLAMA_HEARTBEAT", float),
+        "job_timeout_s": ("TINYLLAMA_JOB_TIMEOUT", float),
+        "drain_timeout_s": ("TINYLLAMA_DRAIN_TIMEOUT", float),
+    }
+    for field, (name, kind) in numbers.items():
+        if (value := _get(environ, name)) is not None:
+            try:
+                values[field] = kind(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if (value := _get(environ, "TINYLLAMA_CACHE_DIR")) is not None:
+        values["cache_dir"] = Path(value).expanduser()
+    if (value := _get(environ, "TINYLLAMA_WARMUP")) is not None:
+        values["warmup"] = parse_bool(value, name="TINYLLAMA_WARMUP")
+    settings = dataclasses.replace(WorkerSettings(), **values)
+    if not settings.worker_id:
+        settings = dataclasses.replace(settings, worker_id=f"{socket.gethostname()}-{os.getpid()}")
+    if settings.max_batch < 1 or settings.cache_tokens < settings.block_size:
+        raise ValueError("TINYLLAMA_MAX_BATCH must be >= 1 and TINYLLAMA_CACHE_TOKENS >= block size")
+    return settings
