@@ -33,8 +33,10 @@ def _token_command(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace) -> Client:
     token = args.token or os.environ.get("TINYLLAMA_TOKEN")
     if not token:
-        raise SystemExit("tinyllama: no token: pass --token or set TINYLLAMA_TOKEN "
-                         "(locally: export TINYLLAMA_TOKEN=$(tinyllama token --sub me))")
+        raise SystemExit(
+            "tinyllama: no token: pass --token or set TINYLLAMA_TOKEN "
+            "(locally: export TINYLLAMA_TOKEN=$(tinyllama token --sub me))"
+        )
     return Client(args.url, token)
 
 
@@ -98,8 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--cancel", action="store_true")
             cmd.set_defaults(run=_job_command)
 
-    registry = sub.add_parser("registry", help="read and write the config registry",
-                              add_help=False)
+    registry = sub.add_parser("registry", help="read and write the config registry", add_help=False)
     registry.add_argument("rest", nargs=argparse.REMAINDER)
     registry.set_defaults(run=lambda a: _registry(a.rest))
     return parser

@@ -23,6 +23,8 @@ class Client:
     """``Client(base_url, token).generate("Hello")`` → the job with its result."""
 
     def __init__(self, base_url: str, token: str, *, timeout_s: float = 120.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.timeout_s = timeout_s
@@ -30,16 +32,23 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({self.base_url!r}, token=***)"
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        url = self.base_url + path  # http(s) only: checked in __init__
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
         request.add_header("Authorization", f"Bearer {self._token}")
         if data is not None:
             request.add_header("Content-Type", "application/json")
         for name, value in (headers or {}).items():
             request.add_header(name, value)
         try:
+            # The scheme was checked in __init__: http(s) only.
             return urllib.request.urlopen(request, timeout=self.timeout_s)  # noqa: S310
         except urllib.error.HTTPError as exc:
             raw = exc.read()
@@ -49,18 +58,24 @@ class Client:
                 problem = {"detail": raw.decode(errors="replace")[:200]}
             raise ApiError(exc.code, problem) from None
 
-    def generate(self, prompt: str, *, mode: str = "wait", idempotency_key: str | None = None,
-                 **options: Any) -> dict[str, Any]:
+    def generate(
+        self, prompt: str, *, mode: str = "wait", idempotency_key: str | None = None, **options: Any
+    ) -> dict[str, Any]:
         """Submit a prompt; ``wait`` returns the finished job (or 202's pending one)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        with self._request("POST", f"/infer?mode={mode}", {"prompt": prompt, **options},
-                           headers) as response:
+        with self._request(
+            "POST", f"/infer?mode={mode}", {"prompt": prompt, **options}, headers
+        ) as response:
             return json.loads(response.read())
 
     def stream(self, prompt: str, **options: Any) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``(event, data)`` pairs: ``token`` deltas, then ``done`` or ``error``."""
-        response = self._request("POST", "/infer?mode=stream", {"prompt": prompt, **options},
-                                 {"Accept": "text/event-stream"})
+        response = self._request(
+            "POST",
+            "/infer?mode=stream",
+            {"prompt": prompt, **options},
+            {"Accept": "text/event-stream"},
+        )
         with response:
             event = "message"
             for raw in response:

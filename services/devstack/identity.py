@@ -38,7 +38,8 @@ def ensure_dev_key(keys_dir: Path) -> RSAKey:
     else:
         keys_dir.mkdir(parents=True, exist_ok=True)
         key = RSAKey.generate_key(
-            2048, parameters={"kid": f"dev-{uuid.uuid4().hex[:8]}", "use": "sig", "alg": "RS256"},
+            2048,
+            parameters={"kid": f"dev-{uuid.uuid4().hex[:8]}", "use": "sig", "alg": "RS256"},
             private=True,
         )
         staging = private_path.with_suffix(".tmp")

@@ -100,9 +100,9 @@ def main() -> int:
         _say(f"ready: model {ready.get('model')} on {base}")
         print(f"\nexport TINYLLAMA_TOKEN={token}\n")
         print(
-            f"curl -s {base}/infer -H \"Authorization: Bearer $TINYLLAMA_TOKEN\" "
+            f'curl -s {base}/infer -H "Authorization: Bearer $TINYLLAMA_TOKEN" '
             "-H 'Content-Type: application/json' "
-            "-d '{\"prompt\": \"Hello, llama!\", \"max_new_tokens\": 32}'\n",
+            '-d \'{"prompt": "Hello, llama!", "max_new_tokens": 32}\'\n',
             flush=True,
         )
         _say("Ctrl-C stops everything")

@@ -22,7 +22,8 @@ def main() -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.getLogger("tinyllama.gateway").info(
-        "starting gateway", extra={"host": settings.host, "port": settings.port, "env": settings.env}
+        "starting gateway",
+        extra={"host": settings.host, "port": settings.port, "env": settings.env},
     )
     web.run_app(
         create_app(settings),

@@ -60,7 +60,9 @@ class Admission:
         )
         if int(allowed) != 1:
             raise Problem(
-                429, "rate-limited", "Too many requests",
+                429,
+                "rate-limited",
+                "Too many requests",
                 detail=f"limit is {self._settings.rate_limit:g} requests per second per user",
                 retry_after=float(wait),
             )
@@ -70,15 +72,23 @@ class Admission:
         idem = None
         if idempotency_key:
             if len(idempotency_key) > 255:
-                raise Problem(400, "invalid-idempotency-key", "Idempotency-Key is too long",
-                              detail="at most 255 characters")
+                raise Problem(
+                    400,
+                    "invalid-idempotency-key",
+                    "Idempotency-Key is too long",
+                    detail="at most 255 characters",
+                )
             idem = jobs.idempotency_key(subject=payload.subject, key=idempotency_key)
         try:
             return await jobs.submit_job(
-                self._redis, payload, queue_name=self._settings.queue_name,
-                max_depth=self._settings.max_queue_depth, ttl_s=self._settings.result_ttl_s,
+                self._redis,
+                payload,
+                queue_name=self._settings.queue_name,
+                max_depth=self._settings.max_queue_depth,
+                ttl_s=self._settings.result_ttl_s,
                 idempotency=idem,
             )
         except jobs.QueueFull as full:
-            raise Problem(429, "queue-full", "The queue is full", detail=str(full),
-                          retry_after=5.0) from None
+            raise Problem(
+                429, "queue-full", "The queue is full", detail=str(full), retry_after=5.0
+            ) from None

@@ -16,7 +16,7 @@ from arq.connections import RedisSettings, create_pool
 
 from services.gateway.admission import Admission
 from services.gateway.auth import Authenticator, JwksCache, TokenPolicy
-from services.gateway.problems import Handler, problem_middleware
+from services.gateway.problems import REQUEST_ID, Handler, problem_middleware
 from services.gateway.routes import routes
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import SETTINGS, STATE, GatewayState
@@ -31,7 +31,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     """Accept a sane ``X-Request-Id`` or make one; echo it; log one JSON line per request."""
     given = request.headers.get("X-Request-Id", "")
     request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     started = time.perf_counter()
     status = 500
     try:

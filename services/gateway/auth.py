@@ -155,7 +155,7 @@ async def fetch_jwks(url: str, *, session: aiohttp.ClientSession) -> KeySet:
         else:
             raise JwksUnavailable(f"unsupported JWKS URL scheme {parsed.scheme!r}")
         return KeySet.import_key_set(data)
-    except (OSError, ValueError, aiohttp.ClientError, asyncio.TimeoutError, JoseError) as exc:
+    except (TimeoutError, OSError, ValueError, aiohttp.ClientError, JoseError) as exc:
         raise JwksUnavailable(f"cannot load JWKS from {url}: {exc}") from exc
 
 
@@ -207,7 +207,10 @@ class JwksCache:
         async with self._lock:
             if self._keys is not None and (kid is None or kid in self._kids()):
                 return self._keys
-            if self._keys is None or self._clock() - self._fetched_at >= self._unknown_kid_interval_s:
+            if (
+                self._keys is None
+                or self._clock() - self._fetched_at >= self._unknown_kid_interval_s
+            ):
                 try:
                     await self._fetch()
                 except JwksUnavailable:

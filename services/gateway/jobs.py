@@ -13,7 +13,12 @@ import time
 from collections.abc import AsyncIterator
 
 import msgspec
-from arq.constants import abort_jobs_ss, job_key_prefix, result_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
 from redis.asyncio import Redis
 
 from services.protocol import names
@@ -52,9 +57,10 @@ return {1, ARGV[1]}
 
 # Cancel a job that no worker has taken yet: drop it from the queue and end its stream.
 _CANCEL_QUEUED = """
--- KEYS: 1 queue, 2 arq job key, 3 our job hash, 4 events stream
+-- KEYS: 1 queue, 2 arq job key, 3 our job hash, 4 events stream, 5 arq in-progress key
 -- ARGV: 1 job id, 2 encoded final event, 3 ttl s
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+-- ARQ keeps a running job in the queue until it ends: in-progress means "running".
+if redis.call('EXISTS', KEYS[5]) == 0 and redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[3], 'status', 'cancelled')
   redis.call('XADD', KEYS[4], '*', 'e', ARGV[2])
@@ -111,16 +117,27 @@ async def submit_job(
     now_ms = int(time.time() * 1000)
     expires_ms = max(1, int(payload.deadline * 1000) - now_ms)
     arq_job = serialize_job(
-        {"t": None, "f": names.JOB_FUNCTION, "a": [], "k": {"payload": encode_payload(payload)},
-         "et": now_ms}
+        {
+            "t": None,
+            "f": names.JOB_FUNCTION,
+            "a": [],
+            "k": {"payload": encode_payload(payload)},
+            "et": now_ms,
+        }
     )
     fields = [
-        "subject", payload.subject,
-        "status", "queued",
-        "created_at", repr(payload.enqueued_at),
-        "deadline", repr(payload.deadline),
-        "request_id", payload.request_id,
-        "idle", str(payload.request.idle),
+        "subject",
+        payload.subject,
+        "status",
+        "queued",
+        "created_at",
+        repr(payload.enqueued_at),
+        "deadline",
+        repr(payload.deadline),
+        "request_id",
+        payload.request_id,
+        "idle",
+        str(payload.request.idle),
     ]
     keys = [
         idempotency or "",
@@ -155,7 +172,9 @@ async def stream_events(
         remaining_ms = int((deadline - time.monotonic()) * 1000)
         if remaining_ms <= 0:
             return
-        reply = await redis.xread({key: cursor}, count=256, block=max(1, min(block_ms, remaining_ms)))
+        reply = await redis.xread(
+            {key: cursor}, count=256, block=max(1, min(block_ms, remaining_ms))
+        )
         if not reply:
             yield cursor, None
             continue
@@ -209,7 +228,13 @@ async def read_job(redis: Redis, job_id: str, *, subject: str) -> JobView | None
 async def cancel_job(redis: Redis, job_id: str, *, queue_name: str, ttl_s: int) -> bool:
     """Ask for a cancel; a queued job ends now, a running one at its next token. True if it ran."""
     final = ErrorEvent(code="cancelled", message="cancelled before it started", status="cancelled")
-    keys = [queue_name, job_key_prefix + job_id, names.job_key(job_id), names.events_key(job_id)]
+    keys = [
+        queue_name,
+        job_key_prefix + job_id,
+        names.job_key(job_id),
+        names.events_key(job_id),
+        in_progress_key_prefix + job_id,
+    ]
     dropped = await redis.eval(_CANCEL_QUEUED, len(keys), *keys, job_id, encode_event(final), ttl_s)
     if int(dropped) == 1:
         await redis.set(names.result_key(job_id), encode_event(final), ex=ttl_s, nx=True)

@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 log = logging.getLogger("tinyllama.gateway")
 
 
@@ -99,7 +100,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map every failure below the handler to problem+json; unexpected ones to a bare 500."""
-    request_id = request.get("request_id", "")
+    request_id = request.get(REQUEST_ID, "")
     try:
         return await handler(request)
     except Problem as problem:
@@ -107,7 +108,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem_response(_from_http_exception(exc), request_id=request_id, instance=request.path)
+        return problem_response(
+            _from_http_exception(exc), request_id=request_id, instance=request.path
+        )
     except Exception:
         log.exception("unhandled error", extra={"request_id": request_id})
         problem = Problem(500, "internal", "Internal server error", detail="see server logs")
@@ -129,4 +132,6 @@ def decode_body(raw: bytes, kind: type[Any]) -> Any:
             errors=[{"path": path, "message": message.split(" - at `")[0]}],
         ) from None
     except msgspec.DecodeError as exc:
-        raise Problem(400, "invalid-json", "Request body is not valid JSON", detail=str(exc)) from None
+        raise Problem(
+            400, "invalid-json", "Request body is not valid JSON", detail=str(exc)
+        ) from None

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from services.gateway import jobs
-from services.gateway.problems import Problem, decode_body
+from services.gateway.problems import REQUEST_ID, Problem, decode_body
 from services.gateway.readiness import live_workers
 from services.gateway.state import STATE, GatewayState
 from services.gateway.views import HealthResponse, JobError, JobResponse, ReadyResponse
@@ -29,9 +29,13 @@ routes = web.RouteTableDef()
 MODES = ("wait", "async", "stream")
 
 
-def _json(value: object, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def _json(
+    value: object, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
-        body=msgspec.json.encode(value), status=status, content_type="application/json",
+        body=msgspec.json.encode(value),
+        status=status,
+        content_type="application/json",
         headers=headers,
     )
 
@@ -51,13 +55,19 @@ async def ready(request: web.Request) -> web.Response:
         workers = await live_workers(state.redis, max_age_s=state.settings.heartbeat_max_age_s)
         depth = await jobs.queue_depth(state.redis, queue_name=state.settings.queue_name)
     except (OSError, ConnectionError, TimeoutError) as exc:
-        body = ReadyResponse(ready=False, reason=f"redis unreachable: {type(exc).__name__}",
-                             model=None, queue_depth=0, workers=[])
+        body = ReadyResponse(
+            ready=False,
+            reason=f"redis unreachable: {type(exc).__name__}",
+            model=None,
+            queue_depth=0,
+            workers=[],
+        )
         return _json(body, status=503)
     loaded = [w for w in workers if w.ready]
     if loaded:
-        body = ReadyResponse(ready=True, reason="ok", model=loaded[0].model,
-                             queue_depth=depth, workers=workers)
+        body = ReadyResponse(
+            ready=True, reason="ok", model=loaded[0].model, queue_depth=depth, workers=workers
+        )
         return _json(body)
     reason = "worker is loading its model" if workers else "no worker heartbeat seen recently"
     body = ReadyResponse(ready=False, reason=reason, model=None, queue_depth=depth, workers=workers)
@@ -69,8 +79,13 @@ def _mode(request: web.Request) -> str:
     if mode is None:
         return "stream" if "text/event-stream" in request.headers.get("Accept", "") else "wait"
     if mode not in MODES:
-        raise Problem(400, "invalid-mode", "Unknown mode", detail=f"mode must be one of {MODES}",
-                      errors=[{"path": "mode", "message": f"expected one of {MODES}"}])
+        raise Problem(
+            400,
+            "invalid-mode",
+            "Unknown mode",
+            detail=f"mode must be one of {MODES}",
+            errors=[{"path": "mode", "message": f"expected one of {MODES}"}],
+        )
     return mode
 
 
@@ -81,22 +96,35 @@ def _job_url(job_id: str) -> str:
 def _view_response(view: jobs.JobView) -> JobResponse:
     error = JobError(code=view.error.code, message=view.error.message) if view.error else None
     return JobResponse(
-        id=view.job_id, status=view.status, created_at=view.created_at, deadline=view.deadline,
-        result=view.result, error=error, url=_job_url(view.job_id),
+        id=view.job_id,
+        status=view.status,
+        created_at=view.created_at,
+        deadline=view.deadline,
+        result=view.result,
+        error=error,
+        url=_job_url(view.job_id),
     )
 
 
 async def _read_body(request: web.Request, state: GatewayState) -> GenerateRequest:
     content_type = request.headers.get("Content-Type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
-        raise Problem(415, "unsupported-media-type", "Unsupported media type",
-                      detail="send the body as application/json")
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            detail="send the body as application/json",
+        )
     raw = await request.read()
     body: GenerateRequest = decode_body(raw, GenerateRequest)
     if len(body.prompt) > state.settings.max_prompt_chars:
-        raise Problem(422, "validation", "Request body failed validation",
-                      detail=f"prompt is longer than {state.settings.max_prompt_chars} characters",
-                      errors=[{"path": "$.prompt", "message": "too long"}])
+        raise Problem(
+            422,
+            "validation",
+            "Request body failed validation",
+            detail=f"prompt is longer than {state.settings.max_prompt_chars} characters",
+            errors=[{"path": "$.prompt", "message": "too long"}],
+        )
     return body
 
 
@@ -115,7 +143,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
         request=body,
         enqueued_at=now,
         deadline=now + state.settings.job_deadline_s,
-        request_id=request.get("request_id", ""),
+        request_id=request.get(REQUEST_ID, ""),
     )
     submitted = await state.admission.submit(
         payload, idempotency_key=request.headers.get("Idempotency-Key")
@@ -125,7 +153,9 @@ async def infer(request: web.Request) -> web.StreamResponse:
     if mode == "stream":
         return await _stream(request, state, job_id=job_id)
     if mode == "wait":
-        final = await jobs.wait_for_end(state.redis, job_id, timeout_s=state.settings.wait_timeout_s)
+        final = await jobs.wait_for_end(
+            state.redis, job_id, timeout_s=state.settings.wait_timeout_s
+        )
         if final is not None:
             view = await jobs.read_job(state.redis, job_id, subject=principal.subject)
             if view is not None:
@@ -137,12 +167,14 @@ async def infer(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, state: GatewayState, *, job_id: str) -> web.StreamResponse:
-    """Server-Sent Events: ``token`` deltas, then one ``done`` or ``error``; pings keep ALBs open."""
+    """SSE: ``token`` deltas, then one ``done`` or ``error``; pings keep ALBs from cutting it."""
     deadline = time.monotonic() + state.settings.job_deadline_s + 5
     shown = 0
     finished = False
     async with sse_response(
-        request, allow_all_methods=True, ping_interval=state.settings.sse_ping_s,
+        request,
+        allow_all_methods=True,
+        ping_interval=state.settings.sse_ping_s,
         headers={"X-Job-Id": job_id, "Location": _job_url(job_id)},
     ) as response:
         try:
@@ -154,13 +186,15 @@ async def _stream(request: web.Request, state: GatewayState, *, job_id: str) -> 
                     end = event.offset + len(event.text)
                     if end <= shown:
                         continue
-                    delta = event.text[max(0, shown - event.offset):]
+                    delta = event.text[max(0, shown - event.offset) :]
                     shown = end
-                    await response.send(msgspec.json.encode({"text": delta}).decode(),
-                                        event="token")
+                    await response.send(
+                        msgspec.json.encode({"text": delta}).decode(), event="token"
+                    )
                 elif isinstance(event, StatusEvent):
-                    await response.send(msgspec.json.encode({"status": event.status}).decode(),
-                                        event="status")
+                    await response.send(
+                        msgspec.json.encode({"status": event.status}).decode(), event="status"
+                    )
                 elif isinstance(event, DoneEvent):
                     finished = True
                     await response.send(msgspec.json.encode(event.result).decode(), event="done")
@@ -169,17 +203,25 @@ async def _stream(request: web.Request, state: GatewayState, *, job_id: str) -> 
                     data = {"code": event.code, "message": event.message, "status": event.status}
                     await response.send(msgspec.json.encode(data).decode(), event="error")
             if not finished:
-                data = {"code": "timeout", "message": "the job did not finish in time",
-                        "status": "failed"}
+                data = {
+                    "code": "timeout",
+                    "message": "the job did not finish in time",
+                    "status": "failed",
+                }
                 await response.send(msgspec.json.encode(data).decode(), event="error")
                 finished = True
         finally:
             if not finished:
                 # The client left mid-stream: nobody wants the rest, stop paying for it.
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(jobs.cancel_job(
-                        state.redis, job_id, queue_name=state.settings.queue_name,
-                        ttl_s=state.settings.result_ttl_s))
+                    await asyncio.shield(
+                        jobs.cancel_job(
+                            state.redis,
+                            job_id,
+                            queue_name=state.settings.queue_name,
+                            ttl_s=state.settings.result_ttl_s,
+                        )
+                    )
     return response
 
 
@@ -204,8 +246,12 @@ async def delete_job(request: web.Request) -> web.Response:
     if view is None:
         raise Problem(404, "not-found", "Job not found")
     if not jobs.is_terminal(view.status):
-        await jobs.cancel_job(state.redis, job_id, queue_name=state.settings.queue_name,
-                              ttl_s=state.settings.result_ttl_s)
+        await jobs.cancel_job(
+            state.redis,
+            job_id,
+            queue_name=state.settings.queue_name,
+            ttl_s=state.settings.result_ttl_s,
+        )
         final = await jobs.wait_for_end(state.redis, job_id, timeout_s=5.0)
         view = await jobs.read_job(state.redis, job_id, subject=principal.subject) or view
         if final is None and not jobs.is_terminal(view.status):

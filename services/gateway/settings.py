@@ -87,7 +87,9 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
         values["allow_id_tokens"] = parse_bool(value, name="TINYLLAMA_ALLOW_ID_TOKENS")
     settings = dataclasses.replace(defaults, **values)
     if not settings.jwks_url:
-        raise ValueError("TINYLLAMA_JWKS_URL is required (https://, http:// or file:// URL of a JWKS)")
+        raise ValueError(
+            "TINYLLAMA_JWKS_URL is required (https://, http:// or file:// URL of a JWKS)"
+        )
     if settings.rate_limit <= 0:
         raise ValueError("TINYLLAMA_RATE_LIMIT must be > 0")
     return settings

@@ -20,7 +20,7 @@ JWT_CLIENT_IDS = "jwt/client-ids"  # JSON list of strings
 JWT_ADMIN_SCOPE = "jwt/admin-scope"
 
 REDIS_URL = "redis/url"  # rediss://host:port/0, without the password
-REDIS_AUTH_SECRET_ARN = "redis/auth-secret-arn"  # noqa: S105 - a key name, not a secret
+REDIS_AUTH_SECRET_ARN = "redis/auth-secret-arn"
 
 QUEUE_NAME = "queue/name"
 QUEUE_MAX_DEPTH = "queue/max-depth"

@@ -57,7 +57,14 @@ class Sampling:
             # Sampling from a top-1 distribution is argmax: greedy rows share the sampled batch.
             return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
         top_k = self.top_k if self.top_k > 0 else vocab_size
-        return {"temperature": float(self.temperature), "top_k": int(top_k), "top_p": float(self.top_p)}
+        return {
+            "temperature": float(self.temperature),
+            "top_k": int(top_k),
+            "top_p": float(self.top_p),
+        }
+
+
+_CANCELLED = object()  # put on a flight's queue to end its stream
 
 
 @dataclasses.dataclass
@@ -217,13 +224,15 @@ class Engine:
             )
             while True:
                 item = await flight.queue.get()
+                if item is _CANCELLED:
+                    return
                 if isinstance(item, EngineError):
                     raise item
                 if item.error:
                     raise EngineError("generation_failed", str(item.error))
                 tokens = item.generated_tokens
                 if len(tokens) > flight.sent:
-                    new = list(tokens[flight.sent:])
+                    new = list(tokens[flight.sent :])
                     flight.sent = len(tokens)
                     self._tokens_done += len(new)
                     yield new
@@ -231,7 +240,7 @@ class Engine:
                     flight.done = True
                     return
         finally:
-            if not flight.done:
+            if not flight.done and not flight.cancelled:
                 # The caller stopped early (stop sequence, abort, error): free the slot now.
                 self.cancel(request_id)
             self._flights.pop(request_id, None)
@@ -241,6 +250,7 @@ class Engine:
         flight = self._flights.get(request_id)
         if flight is not None and not flight.cancelled:
             flight.cancelled = True
+            flight.queue.put_nowait(_CANCELLED)
             manager = self._manager
             if manager is not None:
                 manager.cancel_request(request_id)

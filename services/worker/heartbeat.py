@@ -17,7 +17,9 @@ from services.worker.settings import WorkerSettings
 log = logging.getLogger("tinyllama.worker.heartbeat")
 
 
-def build_heartbeat(*, engine: Engine, settings: WorkerSettings, ready: bool, rate: float) -> Heartbeat:
+def build_heartbeat(
+    *, engine: Engine, settings: WorkerSettings, ready: bool, rate: float
+) -> Heartbeat:
     """The heartbeat this worker would send now."""
     return Heartbeat(
         worker_id=settings.worker_id,
@@ -52,12 +54,13 @@ async def withdraw(redis: Redis, *, worker_id: str) -> None:
 async def run_heartbeats(
     redis: Redis, *, engine: Engine, settings: WorkerSettings, ready: asyncio.Event
 ) -> None:
-    """Forever: one heartbeat every ``settings.heartbeat_s``; Redis hiccups are logged, not fatal."""
+    """Forever: a heartbeat every ``settings.heartbeat_s``; Redis hiccups are logged, not fatal."""
     sample = (time.monotonic(), engine.tokens_done)
     while True:
         rate, sample = measure_rate(engine, since=sample)
-        beat = build_heartbeat(engine=engine, settings=settings,
-                               ready=ready.is_set() and engine.is_alive(), rate=rate)
+        beat = build_heartbeat(
+            engine=engine, settings=settings, ready=ready.is_set() and engine.is_alive(), rate=rate
+        )
         try:
             await send_heartbeat(redis, beat, ttl_s=settings.heartbeat_ttl_s)
         except (ConnectionError, TimeoutError, OSError) as exc:

@@ -81,8 +81,11 @@ def resolve_source(settings: WorkerSettings) -> tuple[str, str, bool]:
 
         target = download_prefix(source, cache_dir=settings.cache_dir / "s3")
         return str(target), source, False
-    if Path(source).expanduser().is_dir():
-        return str(Path(source).expanduser()), source, False
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        if (folder / "DEMO_MODEL").exists():
+            return str(folder), DEMO_NAME, True
+        return str(folder), source, False
     if source == DEFAULT_MODEL and settings.env == "local" and not _hub_is_reachable(source):
         log.warning(
             "!!! %s cannot be fetched (offline?): serving the RANDOM demo model instead. "
@@ -110,6 +113,10 @@ def load_model(settings: WorkerSettings) -> LoadedModel:
     torch.set_grad_enabled(False)
     log.info("model loaded", extra={"model": name, "device": device, "dtype": str(dtype)})
     return LoadedModel(
-        model=model, tokenizer=tokenizer, name=name, device=device,
-        dtype=str(dtype).removeprefix("torch."), is_demo=is_demo,
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        device=device,
+        dtype=str(dtype).removeprefix("torch."),
+        is_demo=is_demo,
     )

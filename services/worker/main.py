@@ -37,12 +37,14 @@ def build_worker(*, settings: WorkerSettings, engine: Engine) -> Worker:
     """An ARQ worker whose ``max_jobs`` is the engine's capacity, polling every few ms."""
 
     async def generate(ctx: dict[str, Any], *, payload: dict[str, Any]) -> str:
-        return await run_job(ctx, payload, engine=engine, worker_id=settings.worker_id,
-                             ttl_s=settings.result_ttl_s)
+        return await run_job(
+            ctx, payload, engine=engine, worker_id=settings.worker_id, ttl_s=settings.result_ttl_s
+        )
 
     return Worker(
-        functions=[func(generate, name=names.JOB_FUNCTION, max_tries=3,
-                        timeout=settings.job_timeout_s)],
+        functions=[
+            func(generate, name=names.JOB_FUNCTION, max_tries=3, timeout=settings.job_timeout_s)
+        ],
         redis_settings=redis_settings(settings.redis_url),
         queue_name=settings.queue_name,
         max_jobs=engine.capacity,
@@ -66,14 +68,18 @@ async def serve(settings: WorkerSettings) -> None:
     from arq.connections import create_pool
 
     redis = await create_pool(redis_settings(settings.redis_url))
-    heart = asyncio.create_task(run_heartbeats(redis, engine=engine, settings=settings, ready=ready))
+    heart = asyncio.create_task(
+        run_heartbeats(redis, engine=engine, settings=settings, ready=ready)
+    )
     watchdog: asyncio.Task[None] | None = None
     try:
         await engine.start()  # includes the warm-up generation
         watchdog = asyncio.create_task(engine.watch())
         ready.set()
-        log.info("worker ready", extra={"model": loaded.name, "device": loaded.device,
-                                        "capacity": engine.capacity})
+        log.info(
+            "worker ready",
+            extra={"model": loaded.name, "device": loaded.device, "capacity": engine.capacity},
+        )
         with contextlib.suppress(asyncio.CancelledError):
             await worker.async_run()
     finally:

@@ -57,12 +57,14 @@ async def run_job(
     if await publisher.final() is not None:
         return "done-before"  # an earlier run finished it; nothing to add
     if started > job.deadline:
-        await publisher.finish(ErrorEvent(code="expired", message="the job waited past its deadline",
-                                          status="expired"))
+        await publisher.finish(
+            ErrorEvent(code="expired", message="the job waited past its deadline", status="expired")
+        )
         return "expired"
     if await _cancel_requested(redis, job.job_id):
-        await publisher.finish(ErrorEvent(code="cancelled", message="cancelled before it started",
-                                          status="cancelled"))
+        await publisher.finish(
+            ErrorEvent(code="cancelled", message="cancelled before it started", status="cancelled")
+        )
         return "cancelled"
     await publisher.publish(StatusEvent(status="running", worker=worker_id))
     try:
@@ -71,8 +73,9 @@ async def run_job(
         # Abort (DELETE /jobs/…, client gone) or shutdown? Only an abort ends the job here;
         # on shutdown ARQ re-queues it and another run resumes it.
         if await asyncio.shield(_cancel_requested(redis, job.job_id)):
-            await asyncio.shield(_finish_cancelled(job, engine=engine, publisher=publisher,
-                                                   started=started))
+            await asyncio.shield(
+                _finish_cancelled(job, engine=engine, publisher=publisher, started=started)
+            )
         raise
 
 
@@ -81,22 +84,40 @@ async def _finish_cancelled(
 ) -> None:
     ids, _, _ = await publisher.previous_tokens()
     text = TextStream(engine.loaded.tokenizer, stop=[], prefix_ids=ids)
-    result = _result(job, engine=engine, text=text.flush(), finish="cancelled",
-                     prompt_tokens=0, completion_tokens=len(ids), started=started, first=None)
+    result = _result(
+        job,
+        engine=engine,
+        text=text.flush(),
+        finish="cancelled",
+        prompt_tokens=0,
+        completion_tokens=len(ids),
+        started=started,
+        first=None,
+    )
     await publisher.finish(DoneEvent(result=result))
 
 
 def _result(
-    job: JobPayload, *, engine: Engine, text: str, finish: str, prompt_tokens: int,
-    completion_tokens: int, started: float, first: float | None,
+    job: JobPayload,
+    *,
+    engine: Engine,
+    text: str,
+    finish: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    started: float,
+    first: float | None,
 ) -> GenerateResult:
     now = time.time()
     return GenerateResult(
         text=text,
         finish_reason=finish,  # type: ignore[arg-type]
         model=engine.loaded.name,
-        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                    total_tokens=prompt_tokens + completion_tokens),
+        usage=Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
         timings=Timings(
             queued_s=round(max(0.0, started - job.enqueued_at), 6),
             first_token_s=round(first - started, 6) if first is not None else None,
@@ -125,16 +146,19 @@ async def _generate(
     first: float | None = None
     eos = tokenizer.eos_token_id
     if remaining > 0:
-        sampling = Sampling(temperature=request.temperature, top_p=request.top_p,
-                            top_k=request.top_k)
+        sampling = Sampling(
+            temperature=request.temperature, top_p=request.top_p, top_k=request.top_k
+        )
         try:
-            async for new_ids in engine.stream(job.job_id, prompt_ids + done_ids,
-                                               max_new_tokens=remaining, sampling=sampling):
+            async for new_ids in engine.stream(
+                job.job_id, prompt_ids + done_ids, max_new_tokens=remaining, sampling=sampling
+            ):
                 first = first or time.time()
                 offset = text.emitted
                 delta = text.push(new_ids)
-                await publisher.publish(TokenEvent(seq=seq, offset=offset, text=delta,
-                                                   token_ids=new_ids))
+                await publisher.publish(
+                    TokenEvent(seq=seq, offset=offset, text=delta, token_ids=new_ids)
+                )
                 seq += 1
                 if text.stopped:
                     finish = "stop"
@@ -150,8 +174,15 @@ async def _generate(
     completion = len(text.ids)
     if finish == "length" and completion < max_new:
         finish = "stop"
-    result = _result(job, engine=engine, text=text.text, finish=finish,
-                     prompt_tokens=len(prompt_ids), completion_tokens=completion,
-                     started=started, first=first)
+    result = _result(
+        job,
+        engine=engine,
+        text=text.text,
+        finish=finish,
+        prompt_tokens=len(prompt_ids),
+        completion_tokens=completion,
+        started=started,
+        first=first,
+    )
     await publisher.finish(DoneEvent(result=result))
     return "succeeded"

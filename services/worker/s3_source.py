@@ -41,7 +41,7 @@ def download_prefix(url: str, *, cache_dir: Path, client: object | None = None) 
     done = 0
     try:
         for obj in objects:
-            relative = obj["Key"][len(prefix):]
+            relative = obj["Key"][len(prefix) :]
             if not relative or relative.endswith("/"):
                 continue
             dest = staging / relative

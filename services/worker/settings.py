@@ -87,5 +87,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
     if not settings.worker_id:
         settings = dataclasses.replace(settings, worker_id=f"{socket.gethostname()}-{os.getpid()}")
     if settings.max_batch < 1 or settings.cache_tokens < settings.block_size:
-        raise ValueError("TINYLLAMA_MAX_BATCH must be >= 1 and TINYLLAMA_CACHE_TOKENS >= block size")
+        raise ValueError(
+            "TINYLLAMA_MAX_BATCH must be >= 1 and TINYLLAMA_CACHE_TOKENS >= block size"
+        )
     return settings

@@ -17,7 +17,12 @@ class TextStream:
     """Accumulates generated ids and hands out the text that is safe to show."""
 
     def __init__(
-        self, tokenizer: Any, *, stop: list[str], prefix_ids: list[int] | None = None, shown: int = 0
+        self,
+        tokenizer: Any,
+        *,
+        stop: list[str],
+        prefix_ids: list[int] | None = None,
+        shown: int = 0,
     ) -> None:
         self._tokenizer = tokenizer
         self._stop = [s for s in stop if s]
@@ -44,14 +49,14 @@ class TextStream:
             at = full.find(stop, max(0, self.emitted - len(stop) + 1))
             if at != -1:
                 self.stopped = True
-                delta = full[self.emitted:at]
+                delta = full[self.emitted : at]
                 self.emitted = max(self.emitted, at)
                 return delta
         end = len(full)
         while end > self.emitted and full[end - 1] == _REPLACEMENT:
             end -= 1  # an incomplete multi-byte character: wait for its other bytes
         end = max(self.emitted, end - self._hold)
-        delta = full[self.emitted:end]
+        delta = full[self.emitted : end]
         self.emitted = end
         return delta
 
@@ -60,6 +65,6 @@ class TextStream:
         if self.stopped:
             return ""
         full = self._decode()
-        delta = full[self.emitted:]
+        delta = full[self.emitted :]
         self.emitted = len(full)
         return delta

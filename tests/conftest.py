@@ -1,0 +1,153 @@
+"""Fixtures: real Redis, a real JWKS over HTTP, the demo model, real gateway and worker."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+# Before anything can import torch or hit the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+from redis.asyncio import Redis
+
+from services.devstack.redis_server import find_redis, redis_answers
+from services.gateway.settings import GatewaySettings
+from services.worker.demo_model import build_demo_model, default_demo_path
+from tests.support import ROOT, JwksServer, WorkerProcess, new_rsa_key, worker_env
+
+TEST_DB = 15
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis for the whole run, on its own database number."""
+    explicit = os.environ.get("TINYLLAMA_TEST_REDIS_URL")
+    if explicit:
+        yield explicit
+        return
+    local = f"redis://127.0.0.1:6379/{TEST_DB}"
+    if redis_answers(local):
+        yield local
+        return
+    url, process = find_redis(None)
+    yield url.rsplit("/", 1)[0] + f"/{TEST_DB}"
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client on the test database, emptied before each test."""
+    client = Redis.from_url(redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """A cache shared across runs (the demo model takes seconds to build)."""
+    path = Path(os.environ.get("TINYLLAMA_TEST_CACHE", ROOT / ".cache" / "test"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_model_path(cache_dir: Path) -> Path:
+    """The demo model, built once and loaded back through the Auto classes."""
+    return build_demo_model(default_demo_path(cache_dir=cache_dir))
+
+
+@pytest.fixture(scope="session")
+def signing_key():
+    """The RSA key the test issuer signs with."""
+    return new_rsa_key("test-key-1")
+
+
+@pytest.fixture
+async def jwks_server(signing_key) -> AsyncIterator[JwksServer]:
+    """A JWKS served over real HTTP on loopback."""
+    server = JwksServer([signing_key])
+    await server.start()
+    yield server
+    await server.stop()
+
+
+ISSUER = "https://issuer.test/pool"
+CLIENT_ID = "test-client"
+
+
+@pytest.fixture
+def gateway_settings(redis_url: str, jwks_server: JwksServer) -> GatewaySettings:
+    """Gateway settings pointing at the test Redis and JWKS."""
+    return GatewaySettings(
+        env="local",
+        redis_url=redis_url,
+        jwt_issuer=ISSUER,
+        jwks_url=jwks_server.url,
+        jwt_client_ids=(CLIENT_ID,),
+        rate_limit=1000.0,
+        wait_timeout_s=30.0,
+        heartbeat_max_age_s=5.0,
+        job_deadline_s=60.0,
+    )
+
+
+@pytest.fixture
+def make_token(signing_key):
+    """Mint tokens shaped like Cognito access tokens (overridable claims)."""
+    from services.devstack.identity import mint_token
+
+    def make(
+        subject: str = "alice",
+        *,
+        key=None,
+        ttl_s: int = 600,
+        issuer: str = ISSUER,
+        client_id: str = CLIENT_ID,
+        scopes: tuple[str, ...] = (),
+        now: float | None = None,
+    ):
+        return mint_token(
+            key or signing_key,
+            subject=subject,
+            scopes=scopes,
+            ttl_s=ttl_s,
+            issuer=issuer,
+            client_id=client_id,
+            now=now,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def gateway(aiohttp_client, gateway_settings, redis):
+    """The real gateway app on a real loopback socket."""
+    from services.gateway.app import create_app
+
+    return await aiohttp_client(create_app(gateway_settings))
+
+
+@pytest.fixture(scope="module")
+def worker_factory(redis_url: str, demo_model_path: Path, cache_dir: Path):
+    """Start real worker processes; all are stopped when the module ends."""
+    started: list[WorkerProcess] = []
+
+    def start(**overrides: str) -> WorkerProcess:
+        env = worker_env(
+            redis_url=redis_url, model_path=demo_model_path, cache_dir=cache_dir, **overrides
+        )
+        process = WorkerProcess(env, worker_id=f"test-{uuid.uuid4().hex[:8]}")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

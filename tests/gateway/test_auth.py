@@ -1,0 +1,115 @@
+"""Bearer JWT checks at the HTTP edge, with a JWKS fetched over real HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support import new_rsa_key
+
+BODY = {"prompt": "hello"}
+
+
+async def _post(gateway, token: str | None, *, headers: dict | None = None):
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    if token is not None:
+        all_headers["Authorization"] = f"Bearer {token}"
+    return await gateway.post("/infer?mode=async", json=BODY, headers=all_headers)
+
+
+async def _assert_401(response) -> dict:
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    return await response.json()
+
+
+async def test_missing_token_is_401_with_challenge(gateway):
+    """No Authorization header: 401, Bearer challenge, problem+json."""
+    body = await _assert_401(await _post(gateway, None))
+    assert body["status"] == 401
+    assert "missing" in body["detail"]
+
+
+async def test_non_bearer_scheme_is_401(gateway):
+    """Basic auth (or any non-Bearer scheme) is refused with 401."""
+    response = await gateway.post("/infer", json=BODY, headers={"Authorization": "Basic abc"})
+    await _assert_401(response)
+
+
+async def test_garbage_token_is_401_not_500(gateway):
+    """A token that is not a JWT at all is a 401, never a 500."""
+    for junk in ("abc", "a.b.c", "x" * 5000, "eyJhbGciOiJub25lIn0.e30."):
+        await _assert_401(await _post(gateway, junk))
+
+
+async def test_bad_signature_is_401(gateway, make_token):
+    """A token signed by a key the JWKS does not hold (same kid) is rejected."""
+    forged = make_token(key=new_rsa_key("test-key-1"))
+    body = await _assert_401(await _post(gateway, forged))
+    assert "rejected" in body["detail"]
+
+
+async def test_expired_token_is_401(gateway, make_token):
+    """A token past exp (beyond the leeway) is rejected."""
+    old = make_token(now=time.time() - 7200, ttl_s=600)
+    body = await _assert_401(await _post(gateway, old))
+    assert "exp" in body["detail"] or "expired" in body["detail"]
+
+
+async def test_wrong_issuer_is_401(gateway, make_token):
+    """A token from another issuer is rejected even if the key is trusted."""
+    body = await _assert_401(await _post(gateway, make_token(issuer="https://evil.test")))
+    assert "iss" in body["detail"]
+
+
+async def test_wrong_client_id_is_401(gateway, make_token):
+    """An access token for a client not on the allow-list is rejected."""
+    await _assert_401(await _post(gateway, make_token(client_id="someone-else")))
+
+
+async def test_valid_token_is_accepted(gateway, make_token):
+    """A good token passes auth (202 in async mode: the job is queued)."""
+    response = await _post(gateway, make_token())
+    assert response.status == 202, await response.text()
+    assert (await response.json())["status"] == "queued"
+
+
+async def test_unknown_kid_refetches_at_most_once_per_interval(gateway, make_token, jwks_server):
+    """A flood of unknown kids costs at most one JWKS fetch per interval."""
+    before = jwks_server.fetches
+    stranger = new_rsa_key("rotated-in-later")
+    for _ in range(20):
+        await _assert_401(await _post(gateway, make_token(key=stranger)))
+    assert jwks_server.fetches - before <= 1
+
+
+async def test_rotated_key_is_picked_up_on_unknown_kid(
+    aiohttp_client, gateway_settings, jwks_server, make_token, redis
+):
+    """A key added to the JWKS after start is fetched when a token names its kid."""
+    import dataclasses
+
+    from services.gateway.app import create_app
+
+    settings = dataclasses.replace(gateway_settings, jwks_unknown_kid_interval_s=0.0)
+    client = await aiohttp_client(create_app(settings))
+    rotated = new_rsa_key("rotated")
+    jwks_server.keys.append(rotated)
+    response = await _post(client, make_token(key=rotated))
+    assert response.status == 202
+
+
+async def test_cached_keys_survive_jwks_outage(gateway, make_token, jwks_server):
+    """When the JWKS endpoint goes down, already-fetched keys keep working."""
+    assert (await _post(gateway, make_token("bob"))).status == 202
+    jwks_server.down = True
+    response = await _post(gateway, make_token("carol"))
+    assert response.status == 202
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "bearer\t"])
+async def test_empty_bearer_is_401(gateway, header):
+    """'Bearer' with nothing after it is a malformed request, 401."""
+    await _assert_401(await gateway.post("/infer", json=BODY, headers={"Authorization": header}))

@@ -1,0 +1,146 @@
+"""Helpers the tests share: real Redis, a real JWKS server, real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+from joserfc.jwk import RSAKey
+from redis.asyncio import Redis
+
+from services.protocol import names
+from services.protocol.serializer import decode_heartbeat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def new_rsa_key(kid: str) -> RSAKey:
+    """A fresh RS256 signing key with a ``kid``."""
+    return RSAKey.generate_key(
+        2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"}, private=True
+    )
+
+
+class JwksServer:
+    """A real HTTP server publishing a JWKS; counts fetches and can go down."""
+
+    def __init__(self, keys: list[RSAKey]) -> None:
+        self.keys = list(keys)
+        self.fetches = 0
+        self.down = False
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _jwks(self, request: web.Request) -> web.Response:
+        self.fetches += 1
+        if self.down:
+            return web.Response(status=503, text="down")
+        body = {"keys": [k.as_dict(private=False) for k in self.keys]}
+        return web.json_response(body)
+
+    async def start(self) -> str:
+        """Listen on a free loopback port; return the JWKS URL."""
+        app = web.Application()
+        app.router.add_get("/.well-known/jwks.json", self._jwks)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def worker_env(*, redis_url: str, model_path: Path, cache_dir: Path, **overrides: str) -> dict:
+    """Environment for a real ``python -m services.worker`` process in tests."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "TINYLLAMA_ENV": "local",
+            "REDIS_URL": redis_url,
+            "TINYLLAMA_MODEL": str(model_path),
+            "TINYLLAMA_CACHE_DIR": str(cache_dir),
+            "TINYLLAMA_THREADS": "1",
+            "TINYLLAMA_HEARTBEAT": "0.5",
+            "TINYLLAMA_CACHE_TOKENS": "8192",
+            "TINYLLAMA_LOG_LEVEL": "WARNING",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+class WorkerProcess:
+    """A real worker process; ``ready()`` waits for its first ready heartbeat."""
+
+    def __init__(self, env: dict[str, str], *, worker_id: str) -> None:
+        self.worker_id = worker_id
+        env = {**env, "TINYLLAMA_WORKER_ID": worker_id}
+        self.log_path = Path(env["TINYLLAMA_CACHE_DIR"]) / f"{worker_id}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def ready(self, redis: Redis, *, timeout_s: float = 120.0) -> None:
+        """Wait until this worker reports a loaded, warmed-up model."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited {self.process.returncode}: {self.output()}")
+            raw = await redis.get(names.heartbeat_key(self.worker_id))
+            if raw is not None and decode_heartbeat(raw).ready:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"worker not ready in {timeout_s} s: {self.output()}")
+
+    def output(self) -> str:
+        """The worker's log so far (for failure messages)."""
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def signal(self, sig: int) -> None:
+        """Send a signal (SIGTERM to drain, SIGKILL to crash)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def stop(self, *, timeout_s: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
+        self.signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._log.close()
+        return code
+
+
+def read_json_lines(text: str) -> list[dict]:
+    """Parse the JSON log lines of a captured output, skipping anything else."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
