@@ -5,9 +5,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from services.registry import keys
+from services.registry.layering import layered_environ, redis_url_with_password
 from services.registry.values import parse_bool, parse_list
 
-LOCAL_ENVIRONMENTS = frozenset({"local"})
+# Which registry key feeds which setting (an environment variable of the same meaning wins).
+REGISTRY_SOURCES: dict[str, str] = {
+    keys.JWT_ISSUER: "TINYLLAMA_JWT_ISSUER",
+    keys.JWT_JWKS_URL: "TINYLLAMA_JWKS_URL",
+    keys.JWT_CLIENT_IDS: "TINYLLAMA_JWT_CLIENT_IDS",
+    keys.JWT_ADMIN_SCOPE: "TINYLLAMA_ADMIN_SCOPE",
+    keys.REDIS_URL: "REDIS_URL",
+    keys.QUEUE_NAME: "TINYLLAMA_QUEUE_NAME",
+    keys.QUEUE_MAX_DEPTH: "TINYLLAMA_MAX_QUEUE_DEPTH",
+    keys.GATEWAY_RATE_LIMIT: "TINYLLAMA_RATE_LIMIT",
+}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,7 +57,11 @@ def _get(environ: Mapping[str, str], name: str) -> str | None:
 
 
 def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
-    """Build settings from an environment mapping; unknown values are errors, not defaults."""
+    """Settings from the registry (``TINYLLAMA_ENV``'s path) with ``environ`` on top.
+
+    Malformed values are errors, never silently defaulted.
+    """
+    environ = layered_environ(environ, sources=REGISTRY_SOURCES)
     defaults = GatewaySettings()
     values: dict[str, object] = {}
     text = {
@@ -85,6 +101,9 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
         values["jwt_audiences"] = parse_list(value)
     if (value := _get(environ, "TINYLLAMA_ALLOW_ID_TOKENS")) is not None:
         values["allow_id_tokens"] = parse_bool(value, name="TINYLLAMA_ALLOW_ID_TOKENS")
+    if _get(environ, "REDIS_PASSWORD"):
+        url = str(values.get("redis_url", defaults.redis_url))
+        values["redis_url"] = redis_url_with_password(url, _get(environ, "REDIS_PASSWORD"))
     settings = dataclasses.replace(defaults, **values)
     if not settings.jwks_url:
         raise ValueError(

@@ -45,9 +45,22 @@ def _get(environ: Mapping[str, str], name: str) -> str | None:
 
 
 def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
-    """Build settings from an environment mapping; malformed values are errors."""
+    """Settings from the registry (``TINYLLAMA_ENV``'s path) with ``environ`` on top.
+
+    Malformed values are errors, never silently defaulted.
+    """
+    from services.registry import keys
+    from services.registry.layering import layered_environ, redis_url_with_password
     from services.registry.values import parse_bool
 
+    environ = layered_environ(
+        environ,
+        sources={
+            keys.REDIS_URL: "REDIS_URL",
+            keys.QUEUE_NAME: "TINYLLAMA_QUEUE_NAME",
+            keys.MODEL_ID: "TINYLLAMA_MODEL",
+        },
+    )
     values: dict[str, object] = {}
     text = {
         "env": "TINYLLAMA_ENV",
@@ -83,6 +96,9 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
         values["cache_dir"] = Path(value).expanduser()
     if (value := _get(environ, "TINYLLAMA_WARMUP")) is not None:
         values["warmup"] = parse_bool(value, name="TINYLLAMA_WARMUP")
+    if _get(environ, "REDIS_PASSWORD"):
+        url = str(values.get("redis_url", WorkerSettings.redis_url))
+        values["redis_url"] = redis_url_with_password(url, _get(environ, "REDIS_PASSWORD"))
     settings = dataclasses.replace(WorkerSettings(), **values)
     if not settings.worker_id:
         settings = dataclasses.replace(settings, worker_id=f"{socket.gethostname()}-{os.getpid()}")

@@ -7,14 +7,11 @@ Each test gets a fresh environment name, so tests share the server safely.
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from services.registry import Registry, TtlCache, open_backend
 from services.registry.cli import main
@@ -22,40 +19,6 @@ from services.registry.files import FileBackend
 from tests.registry.support import CliResult, CountingBackend, FakeClock, Harness, RunCli
 
 BACKENDS = ["ssm", "file"]
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """Start moto's SSM-capable HTTP server on a free loopback port for the whole session."""
-    # Werkzeug logs every request at INFO; it adds noise and nothing we assert on.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws_environ(
-    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> dict[str, str]:
-    """Point boto3's standard chain at the moto server with fake credentials."""
-    values = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_SSM": moto_endpoint,
-        # Keep a developer's real ~/.aws out of the tests.
-        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
-    }
-    for name in ("AWS_PROFILE", "AWS_REGION", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
 
 
 @pytest.fixture

@@ -1,0 +1,135 @@
+"""`make up` and the dev identity: the two-command promise, tested for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from services.devstack.identity import NotLocalError, ensure_dev_key, require_local
+from services.devstack.redis_server import free_port
+from tests.support import ROOT
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clients.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_token_command_refuses_outside_local(tmp_path):
+    """`tinyllama token` exits 2 with a plain message when TINYLLAMA_ENV is not local."""
+    env = {**os.environ, "TINYLLAMA_ENV": "prod", "TINYLLAMA_DEV_KEYS": str(tmp_path)}
+    result = _cli("token", "--sub", "me", env=env)
+    assert result.returncode == 2
+    assert "local" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "signing-key.json").exists()
+
+
+def test_token_command_prints_a_verifiable_jwt(tmp_path):
+    """`tinyllama token --sub NAME` prints a JWT whose key is in the dev JWKS."""
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    env = {**os.environ, "TINYLLAMA_ENV": "local", "TINYLLAMA_DEV_KEYS": str(tmp_path)}
+    result = _cli("token", "--sub", "ada", env=env)
+    assert result.returncode == 0, result.stderr
+    keys = KeySet.import_key_set(json.loads((tmp_path / "jwks.json").read_text()))
+    claims = jwt.decode(result.stdout.strip(), keys, algorithms=["RS256"]).claims
+    assert claims["sub"] == "ada"
+    assert claims["token_use"] == "access"
+
+
+def test_require_local_rejects_aws_environments():
+    """dev/qa/prod are AWS environments: no dev tokens there."""
+    for env in ("dev", "qa", "prod"):
+        with pytest.raises(NotLocalError):
+            require_local(env)
+
+
+def test_dev_key_is_private_and_reused(tmp_path):
+    """The dev signing key is created once, mode 0600, and reused afterwards."""
+    first = ensure_dev_key(tmp_path)
+    second = ensure_dev_key(tmp_path)
+    assert first.kid == second.kid
+    assert (tmp_path / "signing-key.json").stat().st_mode & 0o077 == 0
+
+
+def test_cli_without_token_says_how_to_get_one(tmp_path):
+    """`tinyllama infer` with no token explains what to do instead of a traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "TINYLLAMA_TOKEN"}
+    result = _cli("infer", "hello", "--url", "http://127.0.0.1:9", env=env)
+    assert result.returncode != 0
+    assert "TINYLLAMA_TOKEN" in result.stderr
+
+
+@pytest.mark.slow
+def test_make_up_prints_a_curl_that_returns_generated_text(
+    tmp_path, redis_url, cache_dir, demo_model_path
+):
+    """`make up`'s stack comes up offline on the demo model; its printed curl gets text back."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TINYLLAMA_PORT": str(port),
+        "TINYLLAMA_DEV_KEYS": str(tmp_path / "keys"),
+        "TINYLLAMA_CACHE_DIR": str(cache_dir),
+        "REDIS_URL": redis_url,
+        "HF_HUB_OFFLINE": "1",
+        "TINYLLAMA_THREADS": "1",
+        "TINYLLAMA_LOG_LEVEL": "WARNING",
+    }
+    for name in ("TINYLLAMA_JWKS_URL", "TINYLLAMA_MODEL", "TINYLLAMA_ENV"):
+        env.pop(name, None)
+    log = (tmp_path / "up.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.devstack"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        output = ""
+        while time.monotonic() < deadline and "curl -s" not in output:
+            assert process.poll() is None, Path(log.name).read_text()
+            time.sleep(0.2)
+            output = Path(log.name).read_text()
+        token = re.search(r"export TINYLLAMA_TOKEN=(\S+)", output).group(1)
+        curl = re.search(r"^curl -s .*$", output, re.MULTILINE).group(0)
+        assert "RANDOM demo model" in output  # the loud fallback warning
+        result = subprocess.run(
+            ["bash", "-c", curl],
+            env={**env, "TINYLLAMA_TOKEN": token},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        job = json.loads(result.stdout)
+        assert job["status"] == "succeeded", result.stdout
+        assert job["result"]["model"] == "tinyllama-demo"
+        assert job["result"]["usage"]["completion_tokens"] > 0
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("make up did not stop on Ctrl-C")
+    assert process.returncode == 0, shlex.quote(Path(log.name).read_text()[-2000:])
