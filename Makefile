@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help up test lint format install install-cdk test-fast test-infra bench-worker bench-gateway demo-model clean
+.PHONY: help up test lint format install synth test-fast bench-worker bench-gateway demo-model clean
 
 help:
 	@echo "make up            run Redis + gateway + worker locally (Ctrl-C stops them)"
@@ -21,11 +21,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP): requirements/gateway.txt requirements/worker.txt requirements/dev.txt | $(PY)
-	$(PIP) install -q -r requirements/dev.txt
+$(STAMP): requirements/gateway.txt requirements/worker.txt requirements/dev.txt requirements/cdk.txt | $(PY)
+	$(PIP) install -q -r requirements/dev.txt -r requirements/cdk.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+# The pinned CDK CLI (package-lock.json), for `npx cdk synth` and tests/infra.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+install: $(STAMP) node_modules/.package-lock.json
 
 up: $(STAMP)
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-} $(PY) -m services.devstack
@@ -35,11 +39,12 @@ demo-model: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
-test: lint
+test: lint node_modules/.package-lock.json
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
@@ -51,5 +56,8 @@ bench-worker: $(STAMP)
 bench-gateway: $(STAMP)
 	$(PY) bench/gateway.py
 
+synth: install
+	npx cdk synth -c env=$${ENV:-dev} --quiet
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache cdk.out
+	rm -rf $(VENV) .pytest_cache .ruff_cache cdk.out node_modules

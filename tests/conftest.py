@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from redis.asyncio import Redis
 
-from services.devstack.redis_server import find_redis, redis_answers
+from services.devstack.redis_server import redis_answers, start_redis_server
 from services.gateway.settings import GatewaySettings
 from services.worker.demo_model import build_demo_model, default_demo_path
 from tests.support import ROOT, JwksServer, WorkerProcess, new_rsa_key, worker_env
@@ -28,20 +29,26 @@ TEST_DB = 15
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A real Redis for the whole run, on its own database number."""
+    """A real Redis for the whole run.
+
+    A private ``redis-server`` on a free port when one is on the PATH (so parallel
+    runs on one machine never flush each other's data); else the one on
+    127.0.0.1:6379, database 15; ``TINYLLAMA_TEST_REDIS_URL`` overrides both.
+    """
     explicit = os.environ.get("TINYLLAMA_TEST_REDIS_URL")
     if explicit:
         yield explicit
         return
-    local = f"redis://127.0.0.1:6379/{TEST_DB}"
-    if redis_answers(local):
-        yield local
-        return
-    url, process = find_redis(None)
-    yield url.rsplit("/", 1)[0] + f"/{TEST_DB}"
-    if process is not None:
+    if shutil.which("redis-server"):
+        url, process = start_redis_server()
+        yield url
         process.terminate()
         process.wait(timeout=10)
+        return
+    local = f"redis://127.0.0.1:6379/{TEST_DB}"
+    if not redis_answers(local):
+        pytest.fail("no Redis: install redis-server or run one on 127.0.0.1:6379")
+    yield local
 
 
 @pytest.fixture

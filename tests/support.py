@@ -75,7 +75,7 @@ def worker_env(*, redis_url: str, model_path: Path, cache_dir: Path, **overrides
             "TINYLLAMA_THREADS": "1",
             "TINYLLAMA_HEARTBEAT": "0.5",
             "TINYLLAMA_CACHE_TOKENS": "8192",
-            "TINYLLAMA_LOG_LEVEL": "WARNING",
+            "TINYLLAMA_LOG_LEVEL": os.environ.get("TINYLLAMA_TEST_WORKER_LOG_LEVEL", "WARNING"),
             "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
         }

@@ -12,6 +12,7 @@ from services.protocol import names
 from services.protocol.messages import Heartbeat
 from services.protocol.serializer import encode_heartbeat
 from services.worker.engine import Engine, measure_rate
+from services.worker.leases import Leases
 from services.worker.settings import WorkerSettings
 
 log = logging.getLogger("tinyllama.worker.heartbeat")
@@ -52,7 +53,12 @@ async def withdraw(redis: Redis, *, worker_id: str) -> None:
 
 
 async def run_heartbeats(
-    redis: Redis, *, engine: Engine, settings: WorkerSettings, ready: asyncio.Event
+    redis: Redis,
+    *,
+    engine: Engine,
+    settings: WorkerSettings,
+    ready: asyncio.Event,
+    leases: Leases,
 ) -> None:
     """Forever: a heartbeat every ``settings.heartbeat_s``; Redis hiccups are logged, not fatal."""
     sample = (time.monotonic(), engine.tokens_done)
@@ -63,6 +69,7 @@ async def run_heartbeats(
         )
         try:
             await send_heartbeat(redis, beat, ttl_s=settings.heartbeat_ttl_s)
+            await leases.renew(redis)
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.warning("heartbeat failed: %s", exc)
         await asyncio.sleep(settings.heartbeat_s)

@@ -16,6 +16,7 @@ from services.protocol import names
 from services.protocol.serializer import deserialize_job, serialize_job
 from services.worker.engine import Engine
 from services.worker.heartbeat import run_heartbeats, withdraw
+from services.worker.leases import Leases
 from services.worker.loading import load_model
 from services.worker.runner import run_job
 from services.worker.settings import WorkerSettings
@@ -33,12 +34,17 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-def build_worker(*, settings: WorkerSettings, engine: Engine) -> Worker:
+def build_worker(*, settings: WorkerSettings, engine: Engine, leases: Leases) -> Worker:
     """An ARQ worker whose ``max_jobs`` is the engine's capacity, polling every few ms."""
 
     async def generate(ctx: dict[str, Any], *, payload: dict[str, Any]) -> str:
         return await run_job(
-            ctx, payload, engine=engine, worker_id=settings.worker_id, ttl_s=settings.result_ttl_s
+            ctx,
+            payload,
+            engine=engine,
+            leases=leases,
+            worker_id=settings.worker_id,
+            ttl_s=settings.result_ttl_s,
         )
 
     return Worker(
@@ -64,12 +70,13 @@ async def serve(settings: WorkerSettings) -> None:
     loaded = await asyncio.to_thread(load_model, settings)
     engine = Engine(loaded=loaded, settings=settings)
     ready = asyncio.Event()
-    worker = build_worker(settings=settings, engine=engine)
+    leases = Leases(lease_s=settings.lease_s)
+    worker = build_worker(settings=settings, engine=engine, leases=leases)
     from arq.connections import create_pool
 
     redis = await create_pool(redis_settings(settings.redis_url))
     heart = asyncio.create_task(
-        run_heartbeats(redis, engine=engine, settings=settings, ready=ready)
+        run_heartbeats(redis, engine=engine, settings=settings, ready=ready, leases=leases)
     )
     watchdog: asyncio.Task[None] | None = None
     try:

@@ -27,6 +27,7 @@ from services.protocol.messages import (
 )
 from services.protocol.serializer import decode_payload
 from services.worker.engine import Engine, EngineError, Sampling
+from services.worker.leases import Leases
 from services.worker.publisher import EventPublisher
 from services.worker.text import TextStream
 
@@ -47,11 +48,33 @@ async def _cancel_requested(redis: Redis, job_id: str) -> bool:
 
 
 async def run_job(
-    ctx: dict[str, Any], payload: dict[str, Any], *, engine: Engine, worker_id: str, ttl_s: int
+    ctx: dict[str, Any],
+    payload: dict[str, Any],
+    *,
+    engine: Engine,
+    leases: Leases,
+    worker_id: str,
+    ttl_s: int,
 ) -> str:
     """Run one job to its end; return its final status (ARQ stores it as the result)."""
     redis: Redis = ctx["redis"]
     job = decode_payload(payload)
+    await leases.take(redis, ctx.get("job_id", job.job_id))
+    try:
+        return await _run(redis, job, engine=engine, worker_id=worker_id, ttl_s=ttl_s)
+    except Exception as exc:
+        # A bug or an outage must still end the client's stream with a clear error.
+        log.exception("job failed", extra={"job_id": job.job_id})
+        publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s)
+        await publisher.finish(
+            ErrorEvent(code="internal", message=f"the worker failed: {type(exc).__name__}")
+        )
+        return "failed"
+    finally:
+        leases.release(ctx.get("job_id", job.job_id))
+
+
+async def _run(redis: Redis, job: JobPayload, *, engine: Engine, worker_id: str, ttl_s: int) -> str:
     started = time.time()
     publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s)
     if await publisher.final() is not None:

@@ -33,6 +33,7 @@ class WorkerSettings:
     poll_delay_s: float = 0.005
     heartbeat_s: float = 2.0
     heartbeat_ttl_s: float = 15.0
+    lease_s: float = 10.0  # a dead worker's jobs run again after this long
     result_ttl_s: int = 86_400
     job_timeout_s: float = 600.0
     drain_timeout_s: float = 30.0
@@ -83,6 +84,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
         "max_new_tokens": ("TINYLLAMA_MAX_NEW_TOKENS", int),
         "poll_delay_s": ("TINYLLAMA_POLL_DELAY", float),
         "heartbeat_s": ("TINYLLAMA_HEARTBEAT", float),
+        "lease_s": ("TINYLLAMA_LEASE", float),
         "job_timeout_s": ("TINYLLAMA_JOB_TIMEOUT", float),
         "drain_timeout_s": ("TINYLLAMA_DRAIN_TIMEOUT", float),
     }
@@ -102,6 +104,8 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
     settings = dataclasses.replace(WorkerSettings(), **values)
     if not settings.worker_id:
         settings = dataclasses.replace(settings, worker_id=f"{socket.gethostname()}-{os.getpid()}")
+    if settings.lease_s <= settings.heartbeat_s:
+        raise ValueError("TINYLLAMA_LEASE must be longer than TINYLLAMA_HEARTBEAT (leases renew)")
     if settings.max_batch < 1 or settings.cache_tokens < settings.block_size:
         raise ValueError(
             "TINYLLAMA_MAX_BATCH must be >= 1 and TINYLLAMA_CACHE_TOKENS >= block size"

@@ -1,0 +1,1 @@
+"""TinyLlama Serve on AWS: one CDK stack per environment (``cdk synth -c env=dev``)."""

@@ -1,0 +1,347 @@
+"""Gateway, worker, identity, registry and cost guards in the synthesized stacks."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk.assertions import Capture, Match
+
+from cdk.gateway import HEALTH_CHECK_PATH
+from cdk.metrics import DIMENSION, NAMESPACE, QUEUE_DEPTH, WORKER_HEARTBEAT
+from services.registry import keys
+from tests.infra.conftest import Synthesized
+from tests.infra.helpers import flatten, ref_id
+
+
+def _container(env: Synthesized, task) -> dict:
+    task_id = env.logical_id(task.node.default_child)
+    (container,) = env.json["Resources"][task_id]["Properties"]["ContainerDefinitions"]
+    return container
+
+
+def test_https_listener_and_http_redirect(prod: Synthesized) -> None:
+    """With a certificate: HTTPS on 443 with a TLS 1.2+ policy, HTTP 80 only redirects."""
+    prod.template.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::Listener",
+        {
+            "Port": 443,
+            "Protocol": "HTTPS",
+            "Certificates": [{"CertificateArn": prod.config.certificate_arn}],
+            "SslPolicy": Match.string_like_regexp("TLS13"),
+            "DefaultActions": [Match.object_like({"Type": "forward"})],
+        },
+    )
+    prod.template.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::Listener",
+        {
+            "Port": 80,
+            "Protocol": "HTTP",
+            "DefaultActions": [
+                {
+                    "Type": "redirect",
+                    "RedirectConfig": {
+                        "Port": "443",
+                        "Protocol": "HTTPS",
+                        "StatusCode": "HTTP_301",
+                    },
+                }
+            ],
+        },
+    )
+    prod.template.resource_count_is("AWS::ElasticLoadBalancingV2::Listener", 2)
+
+
+def test_dev_without_certificate_serves_plain_http_only(dev: Synthesized) -> None:
+    """dev with no certificate: one HTTP listener, no fake HTTPS."""
+    (listener,) = dev.props("AWS::ElasticLoadBalancingV2::Listener")
+    assert (listener["Port"], listener["Protocol"]) == (80, "HTTP")
+    assert dev.stack.gateway.url.startswith("http://")
+
+
+def test_target_group_health_check_and_draining(env: Synthesized) -> None:
+    """The ALB checks /health on the container port and drains for the configured time."""
+    env.template.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::TargetGroup",
+        {
+            "HealthCheckPath": HEALTH_CHECK_PATH,
+            "Port": 8080,
+            "Protocol": "HTTP",
+            "TargetType": "ip",
+            "TargetGroupAttributes": Match.array_with(
+                [
+                    {
+                        "Key": "deregistration_delay.timeout_seconds",
+                        "Value": str(env.config.deregistration_delay_seconds),
+                    }
+                ]
+            ),
+        },
+    )
+
+
+def test_alb_is_public_with_idle_timeout_and_access_logs(env: Synthesized) -> None:
+    """Internet-facing ALB in public subnets, idle timeout from config, access logs on."""
+    attributes = Capture()
+    env.template.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::LoadBalancer",
+        {
+            "Scheme": "internet-facing",
+            "LoadBalancerAttributes": attributes,
+        },
+    )
+    attrs = {a["Key"]: a["Value"] for a in attributes.as_array()}
+    assert attrs["idle_timeout.timeout_seconds"] == str(env.config.alb_idle_timeout_seconds)
+    assert attrs["access_logs.s3.enabled"] == "true"
+    assert attrs["routing.http.drop_invalid_header_fields.enabled"] == "true"
+
+
+def test_tasks_run_in_private_subnets_without_public_ips(env: Synthesized) -> None:
+    """Gateway and worker tasks get no public IP and sit in the private subnets only."""
+    private = {env.logical_id(s.node.default_child) for s in env.stack.network.vpc.isolated_subnets}
+    assert len(private) == 2
+    for service in env.props("AWS::ECS::Service"):
+        vpc = service["NetworkConfiguration"]["AwsvpcConfiguration"]
+        assert vpc["AssignPublicIp"] == "DISABLED"
+        assert {ref_id(s) for s in vpc["Subnets"]} == private
+    (asg,) = env.props("AWS::AutoScaling::AutoScalingGroup")
+    assert {ref_id(s) for s in asg["VPCZoneIdentifier"]} == private
+
+
+def test_gateway_container_contract(env: Synthesized) -> None:
+    """Gateway runs `python -m services.gateway` on 8080 with env and registry backend."""
+    container = _container(env, env.stack.gateway.task_definition)
+    assert container["Command"] == ["python", "-m", "services.gateway"]
+    assert container["PortMappings"][0]["ContainerPort"] == 8080
+    assert {e["Name"]: e["Value"] for e in container["Environment"]} == {
+        "TINYLLAMA_ENV": env.config.name,
+        "TINYLLAMA_REGISTRY": "ssm",
+    }
+
+
+def test_worker_task_reserves_one_gpu(env: Synthesized) -> None:
+    """Each worker task reserves exactly one GPU and runs `python -m services.worker`."""
+    container = _container(env, env.stack.worker.task_definition)
+    assert container["ResourceRequirements"] == [{"Type": "GPU", "Value": "1"}]
+    assert container["Command"] == ["python", "-m", "services.worker"]
+    assert {e["Name"]: e["Value"] for e in container["Environment"]}.items() >= {
+        "TINYLLAMA_ENV": env.config.name,
+        "TINYLLAMA_REGISTRY": "ssm",
+    }.items()
+
+
+def test_gpu_hosts_use_ecs_gpu_ami_resolved_at_deploy(env: Synthesized) -> None:
+    """The launch template's AMI is the ECS AL2023 GPU image, read from SSM at deploy."""
+    (lt,) = env.props("AWS::EC2::LaunchTemplate")
+    data = lt["LaunchTemplateData"]
+    parameter = env.json["Parameters"][data["ImageId"]["Ref"]]
+    assert parameter["Default"] == (
+        "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+    )
+    assert data["InstanceType"] == env.config.gpu_instance_type
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert all(d["Ebs"]["Encrypted"] for d in data["BlockDeviceMappings"])
+
+
+def test_gpu_fleet_scales_to_zero(env: Synthesized) -> None:
+    """No GPU at rest: ASG min 0, service desired 0, scaling target min 0, managed scaling."""
+    (asg,) = env.props("AWS::AutoScaling::AutoScalingGroup")
+    assert asg["MinSize"] == "0"
+    worker = env.json["Resources"][env.logical_id(env.stack.worker.service.node.default_child)]
+    assert worker["Properties"]["DesiredCount"] == 0
+    env.template.has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        {
+            "MinCapacity": 0,
+            "MaxCapacity": env.config.gpu_max_instances,
+            "ResourceId": {
+                "Fn::Join": [
+                    "",
+                    [
+                        "service/",
+                        Match.any_value(),
+                        "/",
+                        {"Fn::GetAtt": [Match.any_value(), "Name"]},
+                    ],
+                ]
+            },
+        },
+    )
+    env.template.has_resource_properties(
+        "AWS::ECS::CapacityProvider",
+        {
+            "AutoScalingGroupProvider": Match.object_like(
+                {"ManagedScaling": Match.object_like({"Status": "ENABLED"})}
+            )
+        },
+    )
+
+
+def test_worker_scales_on_queue_depth_and_back_to_zero(env: Synthesized) -> None:
+    """Queue depth starts the GPU; an empty (or silent) queue sets the count back to 0."""
+    depth = {
+        "Namespace": NAMESPACE,
+        "MetricName": QUEUE_DEPTH,
+        "Dimensions": [{"Name": DIMENSION, "Value": env.config.name}],
+    }
+    env.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            **depth,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "Threshold": 1,
+            "AlarmActions": [Match.any_value()],
+        },
+    )
+    env.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "ComparisonOperator": "LessThanOrEqualToThreshold",
+            "Threshold": 0,
+            "EvaluationPeriods": env.config.worker_idle_stop_minutes,
+            "TreatMissingData": "breaching",
+            "Metrics": Match.array_with([Match.object_like({"Expression": "FILL(depth, 0)"})]),
+        },
+    )
+    env.template.has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        {
+            "StepScalingPolicyConfiguration": Match.object_like(
+                {
+                    "AdjustmentType": "ExactCapacity",
+                    "StepAdjustments": [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 0}],
+                }
+            ),
+        },
+    )
+
+
+def test_gateway_autoscales_on_cpu_and_requests(env: Synthesized) -> None:
+    """Gateway target tracking on CPU and ALBRequestCountPerTarget."""
+    for metric in ("ECSServiceAverageCPUUtilization", "ALBRequestCountPerTarget"):
+        env.template.has_resource_properties(
+            "AWS::ApplicationAutoScaling::ScalingPolicy",
+            {
+                "TargetTrackingScalingPolicyConfiguration": Match.object_like(
+                    {
+                        "PredefinedMetricSpecification": Match.object_like(
+                            {"PredefinedMetricType": metric}
+                        )
+                    }
+                )
+            },
+        )
+
+
+def test_cognito_clients(env: Synthesized) -> None:
+    """Desktop: public PKCE code flow, no secret. Machine: client credentials + scopes."""
+    identity = env.stack.identity
+    clients = env.resources("AWS::Cognito::UserPoolClient")
+    desktop = clients[env.logical_id(identity.desktop_client.node.default_child)]["Properties"]
+    machine = clients[env.logical_id(identity.machine_client.node.default_child)]["Properties"]
+    assert desktop["GenerateSecret"] is False
+    assert desktop["AllowedOAuthFlows"] == ["code"]
+    assert "client_credentials" not in desktop["AllowedOAuthFlows"]
+    assert machine["GenerateSecret"] is True
+    assert machine["AllowedOAuthFlows"] == ["client_credentials"]
+    scopes = {flatten(s) for s in machine["AllowedOAuthScopes"]}
+    assert {s.split("/")[-1] for s in scopes} == {"invoke", "admin"}
+    for client in (desktop, machine):
+        assert client["AccessTokenValidity"] == env.config.access_token_minutes
+        assert client["TokenValidityUnits"]["AccessToken"] == "minutes"
+    (server,) = env.props("AWS::Cognito::UserPoolResourceServer")
+    assert server["Identifier"] == "tinyllama"
+    assert {s["ScopeName"] for s in server["Scopes"]} == {"admin", "invoke"}
+    env.template.has_resource_properties(
+        "AWS::Cognito::UserPool",
+        {
+            "AdminCreateUserConfig": {"AllowAdminCreateUserOnly": True},
+            "MfaConfiguration": "ON" if env.config.mfa_required else "OPTIONAL",
+        },
+    )
+
+
+def test_registry_holds_every_key_under_env_path(env: Synthesized) -> None:
+    """Every key of services/registry/keys.py is written under /tinyllama/<env>/."""
+    params = {p["Name"]: p["Value"] for p in env.props("AWS::SSM::Parameter")}
+    expected = {f"/tinyllama/{env.config.name}/{k}" for k in keys.ALL_KEYS}
+    assert set(params) == expected
+
+    def value(key: str) -> str:
+        return flatten(params[f"/tinyllama/{env.config.name}/{key}"])
+
+    assert value(keys.QUEUE_NAME) == "arq:queue"
+    assert value(keys.JWT_ADMIN_SCOPE) == "tinyllama/admin"
+    assert value(keys.REDIS_URL).startswith("rediss://<")
+    assert value(keys.REDIS_URL).endswith("/0")
+    assert value(keys.JWT_ISSUER).startswith("https://cognito-idp.us-east-1.amazonaws.com/<")
+    assert value(keys.JWT_JWKS_URL) == value(keys.JWT_ISSUER) + "/.well-known/jwks.json"
+    assert value(keys.GPU_INSTANCE_TYPE) == env.config.gpu_instance_type
+    assert float(value(keys.GPU_HOURLY_PRICE_USD)) == env.config.gpu_hourly_price_usd
+    assert float(value(keys.BUDGET_HARD_STOP_USD)) == env.config.budget_hard_stop_usd
+    client_ids = params[f"/tinyllama/{env.config.name}/{keys.JWT_CLIENT_IDS}"]
+    assert "Fn::Join" in client_ids  # a JSON list rendered at deploy time
+    assert flatten(client_ids).startswith('["<')
+
+
+def test_log_groups_have_retention(env: Synthesized) -> None:
+    """No log group keeps logs forever (cost)."""
+    for props in env.props("AWS::Logs::LogGroup"):
+        assert props["RetentionInDays"] == env.config.log_retention_days
+
+
+def test_alarms_notify_the_operator(env: Synthesized) -> None:
+    """ALB 5xx, queue backlog and age, and a silent running worker page the SNS topic."""
+    topic = env.logical_id(env.stack.observability.topic.node.default_child)
+    alarms = [
+        p for p in env.props("AWS::CloudWatch::Alarm") if p.get("AlarmActions") == [{"Ref": topic}]
+    ]
+    text = json.dumps(alarms)
+    assert "HTTPCode_ELB_5XX_Count" in text
+    assert "HTTPCode_Target_5XX_Count" in text
+    assert "QueueDepth" in text
+    assert "QueueOldestJobAgeSeconds" in text
+    (composite,) = env.props("AWS::CloudWatch::CompositeAlarm")
+    assert composite["AlarmActions"] == [{"Ref": topic}]
+    rule = flatten(composite["AlarmRule"])
+    heartbeat = env.logical_id(env.stack.observability.heartbeat_alarm.node.default_child)
+    running = env.logical_id(env.stack.observability.worker_running_alarm.node.default_child)
+    assert f'ALARM("<{heartbeat}.Arn>")' in rule
+    assert " AND " in rule
+    assert f'ALARM("<{running}.Arn>")' in rule
+    env.template.has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": env.config.alarm_emails[0]}
+    )
+
+
+def test_missing_worker_heartbeat_is_breaching(env: Synthesized) -> None:
+    """No heartbeat counts as a failure, not as 'no data'."""
+    env.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": NAMESPACE,
+            "MetricName": WORKER_HEARTBEAT,
+            "Dimensions": [{"Name": DIMENSION, "Value": env.config.name}],
+            "TreatMissingData": "breaching",
+        },
+    )
+
+
+def test_budget_emails_at_warn_and_hard_stop(env: Synthesized) -> None:
+    """A monthly cost budget for this env's tag emails at warn, hard stop and forecast."""
+    c = env.config
+    (budget,) = env.props("AWS::Budgets::Budget")
+    assert budget["Budget"]["BudgetLimit"] == {"Amount": c.budget_monthly_usd, "Unit": "USD"}
+    assert budget["Budget"]["CostFilters"] == {"TagKeyValue": [f"user:tinyllama:env${c.name}"]}
+    thresholds = {
+        (n["Notification"]["NotificationType"], n["Notification"]["Threshold"])
+        for n in budget["NotificationsWithSubscribers"]
+    }
+    assert thresholds == {
+        ("ACTUAL", c.budget_warn_usd),
+        ("ACTUAL", c.budget_hard_stop_usd),
+        ("FORECASTED", c.budget_monthly_usd),
+    }
+    for n in budget["NotificationsWithSubscribers"]:
+        assert n["Subscribers"] == [
+            {"SubscriptionType": "EMAIL", "Address": a} for a in c.budget_emails
+        ]
