@@ -38,25 +38,44 @@ def build_env(environ: dict[str, str], *, redis_url: str, keys_dir: Path) -> dic
         env["TINYLLAMA_JWT_ISSUER"] = DEV_ISSUER
         env["TINYLLAMA_JWT_CLIENT_IDS"] = DEV_CLIENT_ID
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The gateway starts the worker on demand and stops it when idle, like the GPU fleet in AWS.
+    env.setdefault("TINYLLAMA_FLEET", "local")
     return env
 
 
-def _wait_ready(url: str, *, processes: list[subprocess.Popen[bytes]], timeout_s: float) -> dict:
+def _call(url: str, *, token: str, method: str = "GET") -> dict:
+    headers = {"Authorization": f"Bearer {token}"}
+    request = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def _wait_warm(
+    url: str, *, token: str, processes: list[subprocess.Popen[bytes]], timeout_s: float
+) -> dict:
+    """Start the fleet (the local worker) and wait until its model is loaded and warm."""
     deadline = time.monotonic() + timeout_s
-    last = {"reason": "gateway not answering yet"}
+    started = False
+    last = "gateway not answering yet"
     while time.monotonic() < deadline:
         for process in processes:
             if process.poll() is not None:
                 raise RuntimeError(f"{process.args[-1]} exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(url + "/ready", timeout=2) as response:  # noqa: S310
-                return json.loads(response.read())
+            if not started:
+                _call(url + "/gpu/start", token=token, method="POST")
+                started = True
+            gpu = _call(url + "/gpu", token=token)
+            if gpu.get("workers_ready"):
+                with urllib.request.urlopen(url + "/ready", timeout=5) as response:  # noqa: S310
+                    return json.loads(response.read())
+            last = f"fleet {gpu.get('state')}"
         except urllib.error.HTTPError as exc:
-            last = json.loads(exc.read() or b"{}")
+            last = f"HTTP {exc.code}"
         except OSError:
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"not ready after {timeout_s:.0f} s: {last.get('reason')}")
+    raise RuntimeError(f"not ready after {timeout_s:.0f} s: {last}")
 
 
 def _stop(processes: list[subprocess.Popen[bytes]], *, grace_s: float = 20.0) -> None:
@@ -87,15 +106,13 @@ def main() -> int:
     port = env["TINYLLAMA_PORT"]
     base = f"http://127.0.0.1:{port}"
     python = sys.executable
-    processes = [
-        subprocess.Popen([python, "-m", "services.worker"], env=env),
-        subprocess.Popen([python, "-m", "services.gateway"], env=env),
-    ]
+    processes = [subprocess.Popen([python, "-m", "services.gateway"], env=env)]
     owned = processes + ([redis_process] if redis_process else [])
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        _say("starting worker and gateway (the first run builds the demo model)...")
-        ready = _wait_ready(base, processes=processes, timeout_s=600)
+        _say("starting the gateway, which starts the worker (the first run builds the demo model)")
+        admin = mint_token(key, subject="make-up", scopes=("tinyllama/admin",), ttl_s=600)
+        ready = _wait_warm(base, token=admin, processes=processes, timeout_s=600)
         token = mint_token(key, subject="dev", ttl_s=12 * 3600)
         _say(f"ready: model {ready.get('model')} on {base}")
         print(f"\nexport TINYLLAMA_TOKEN={token}\n")
@@ -105,7 +122,10 @@ def main() -> int:
             '-d \'{"prompt": "Hello, llama!", "max_new_tokens": 32}\'\n',
             flush=True,
         )
-        _say("Ctrl-C stops everything")
+        _say(
+            "the worker stops after 5 idle minutes and starts again on the next request; "
+            "Ctrl-C stops everything"
+        )
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
         _say("a service exited; stopping the rest")

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from services.gateway.app import create_app
-from services.gateway.settings import load_settings
+from services.gateway.fleet_backends import EcsFleet, FleetBackend, LocalFleet, NoFleet
+from services.gateway.settings import GatewaySettings, load_settings
 from services.protocol.logs import configure_logging
+
+
+def build_backend(settings: GatewaySettings, *, environ: Mapping[str, str]) -> FleetBackend:
+    """The fleet backend the settings name; the local one starts workers with our environment."""
+    if settings.fleet == "local":
+        return LocalFleet(environ=environ)
+    if settings.fleet == "aws":
+        return EcsFleet(
+            cluster=settings.gpu_cluster, service=settings.gpu_service, desired=settings.gpu_workers
+        )
+    return NoFleet()
 
 
 def main() -> int:
@@ -25,12 +39,18 @@ def main() -> int:
         "starting gateway",
         extra={"host": settings.host, "port": settings.port, "env": settings.env},
     )
+    try:
+        import uvloop  # the event loop in C: a large share of a gateway's CPU is the loop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
     web.run_app(
-        create_app(settings),
+        create_app(settings, fleet_backend=build_backend(settings, environ=os.environ)),
         host=settings.host,
         port=settings.port,
         access_log=None,
-        keepalive_timeout=75,
+        keepalive_timeout=310,  # longer than the ALB's 300 s idle timeout
         reuse_port=True,
         print=None,
     )

@@ -14,12 +14,18 @@ import aiohttp
 from aiohttp import web
 from arq.connections import RedisSettings, create_pool
 
+from services.gateway import openapi, operations
 from services.gateway.admission import Admission
 from services.gateway.auth import Authenticator, JwksCache, TokenPolicy
+from services.gateway.backlog import publish_backlog
+from services.gateway.fleet import FleetController, Observation
+from services.gateway.fleet_backends import FleetBackend, NoFleet
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.observe import observe
 from services.gateway.problems import REQUEST_ID, Handler, problem_middleware
 from services.gateway.routes import routes
 from services.gateway.settings import GatewaySettings
-from services.gateway.state import SETTINGS, STATE, GatewayState
+from services.gateway.state import BACKEND, SETTINGS, STATE, GatewayState
 from services.protocol.serializer import deserialize_job, serialize_job
 
 access_log = logging.getLogger("tinyllama.gateway.access")
@@ -59,15 +65,23 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         )
 
 
-def create_app(settings: GatewaySettings) -> web.Application:
-    """Build the gateway; resources open and close with the app's cleanup contexts."""
+def create_app(
+    settings: GatewaySettings, *, fleet_backend: FleetBackend | None = None
+) -> web.Application:
+    """Build the gateway; resources open and close with the app's cleanup contexts.
+
+    ``fleet_backend`` starts and stops GPU workers (``None``: they run on their own).
+    """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[request_id_middleware, problem_middleware],
     )
     app[SETTINGS] = settings
+    app[BACKEND] = fleet_backend or NoFleet()
     app.cleanup_ctx.append(_resources)
     app.add_routes(routes)
+    app.add_routes(operations.routes)
+    app.add_routes(openapi.routes)
     return app
 
 
@@ -98,18 +112,41 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         leeway_s=settings.jwt_leeway_s,
         admin_scope=settings.admin_scope,
     )
-    app[STATE] = GatewayState(
+    backend = app[BACKEND]
+    state = GatewayState(
         settings=settings,
         redis=redis,
         authenticator=Authenticator(jwks=jwks, policy=policy),
         admission=Admission(redis=redis, settings=settings),
+        metrics=GatewayMetrics(),
+        fleet_backend=backend,
     )
-    refresher = asyncio.create_task(jwks.run_refresh_timer())
+    tasks = [asyncio.create_task(jwks.run_refresh_timer())]
+    if settings.fleet != "none":
+
+        async def look(b: FleetBackend) -> Observation:
+            return await observe(redis, b, settings=settings)
+
+        state.controller = FleetController(
+            redis=redis,
+            backend=backend,
+            observe=look,
+            tick_s=settings.fleet_tick_s,
+            start_timeout_s=settings.fleet_start_timeout_s,
+        )
+        tasks.append(asyncio.create_task(state.controller.run()))
+    if settings.publish_metrics:
+        tasks.append(asyncio.create_task(publish_backlog(redis, settings=settings)))
+    app[STATE] = state
     try:
         yield
     finally:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if state.controller is not None:
+            await state.controller.release()
+        await backend.close()
         await session.close()
         await redis.aclose()

@@ -21,6 +21,7 @@ from arq.constants import (
 )
 from redis.asyncio import Redis
 
+from services.gateway.scripts import LuaScript, run_script
 from services.protocol import names
 from services.protocol.messages import (
     TERMINAL_STATUSES,
@@ -33,30 +34,56 @@ from services.protocol.messages import (
 )
 from services.protocol.serializer import decode_event, encode_event, encode_payload, serialize_job
 
-_SUBMIT = """
--- KEYS: 1 idempotency key ('' if none), 2 arq job key, 3 arq result key, 4 queue, 5 our job hash
--- ARGV: 1 job id, 2 arq job bytes, 3 ttl ms of the arq job, 4 score, 5 max depth,
---       6 job hash ttl s, 7.. job hash field/value pairs
+_SUBMIT = LuaScript("""
+-- One round trip for a whole admission: rate limit, idempotency, queue bound, the ARQ job
+-- (same keys and encoding as ArqRedis.enqueue_job), our job hash, the fleet's idle deadline.
+-- KEYS: 1 idempotency key, 2 arq job key, 3 arq result key, 4 queue, 5 our job hash,
+--       6 rate bucket, 7 fleet hash          ('' where unused)
+-- ARGV: 1 job id, 2 arq job bytes, 3 arq job ttl ms, 4 score, 5 max depth, 6 hash ttl s,
+--       7 rate per s (0 = none), 8 burst, 9 now s, 10 idle deadline (0 = none),
+--       11.. job hash field/value pairs
+-- Returns {1, id} created, {0, id} existing, {-1, depth} queue full, {-2, wait s} rate limited.
+local rate = tonumber(ARGV[7])
+if KEYS[6] ~= '' and rate > 0 then
+  local burst = tonumber(ARGV[8])
+  local now = tonumber(ARGV[9])
+  local bucket = redis.call('HMGET', KEYS[6], 'tokens', 'at')
+  local tokens = tonumber(bucket[1]) or burst
+  local at = tonumber(bucket[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+  if tokens < 1 then
+    return {-2, tostring((1 - tokens) / rate)}
+  end
+  redis.call('HSET', KEYS[6], 'tokens', tostring(tokens - 1), 'at', tostring(now))
+  redis.call('EXPIRE', KEYS[6], math.ceil(burst / rate) + 1)
+end
 if KEYS[1] ~= '' then
   local existing = redis.call('GET', KEYS[1])
   if existing then return {0, existing} end
 end
-if tonumber(ARGV[5]) > 0 and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[5]) then
-  return {-1, tostring(redis.call('ZCARD', KEYS[4]))}
+local depth = redis.call('ZCARD', KEYS[4])
+if tonumber(ARGV[5]) > 0 and depth >= tonumber(ARGV[5]) then
+  return {-1, tostring(depth)}
 end
 if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return {0, ARGV[1]} end
 redis.call('PSETEX', KEYS[2], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[5], unpack(fields))
 redis.call('EXPIRE', KEYS[5], ARGV[6])
 if KEYS[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[6]) end
+if KEYS[7] ~= '' and tonumber(ARGV[10]) > 0 then
+  local current = tonumber(redis.call('HGET', KEYS[7], 'idle_until') or '0')
+  if tonumber(ARGV[10]) > current then redis.call('HSET', KEYS[7], 'idle_until', ARGV[10]) end
+  local state = redis.call('HGET', KEYS[7], 'state') or 'stopped'
+  if state == 'stopped' or state == 'draining' then redis.call('HSET', KEYS[7], 'wanted', '1') end
+end
 return {1, ARGV[1]}
-"""
+""")
 
 # Cancel a job that no worker has taken yet: drop it from the queue and end its stream.
-_CANCEL_QUEUED = """
+_CANCEL_QUEUED = LuaScript("""
 -- KEYS: 1 queue, 2 arq job key, 3 our job hash, 4 events stream, 5 arq in-progress key
 -- ARGV: 1 job id, 2 encoded final event, 3 ttl s
 -- ARQ keeps a running job in the queue until it ends: in-progress means "running".
@@ -68,7 +95,23 @@ if redis.call('EXISTS', KEYS[5]) == 0 and redis.call('ZREM', KEYS[1], ARGV[1]) =
   return 1
 end
 return 0
-"""
+""")
+
+
+class RateLimited(Exception):
+    """The subject's token bucket is empty."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"rate limited for {wait_s:.2f} s")
+        self.wait_s = wait_s
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RateLimit:
+    """A token bucket: ``rate`` per second, ``burst`` at most, per subject."""
+
+    rate: float
+    burst: float
 
 
 class QueueFull(Exception):
@@ -112,9 +155,12 @@ async def submit_job(
     max_depth: int,
     ttl_s: int,
     idempotency: str | None = None,
+    rate_limit: RateLimit | None = None,
+    idle_deadline: float | None = None,
 ) -> Submitted:
-    """Put one job on the ARQ queue unless the key already names one; raise ``QueueFull``."""
-    now_ms = int(time.time() * 1000)
+    """Admit and enqueue one job in one round trip; raise ``RateLimited`` or ``QueueFull``."""
+    now = time.time()
+    now_ms = int(now * 1000)
     expires_ms = max(1, int(payload.deadline * 1000) - now_ms)
     arq_job = serialize_job(
         {
@@ -126,32 +172,40 @@ async def submit_job(
         }
     )
     fields = [
-        "subject",
-        payload.subject,
-        "status",
-        "queued",
-        "created_at",
-        repr(payload.enqueued_at),
-        "deadline",
-        repr(payload.deadline),
-        "request_id",
-        payload.request_id,
-        "idle",
-        str(payload.request.idle),
-    ]
+        "subject", payload.subject,
+        "status", "queued",
+        "created_at", repr(payload.enqueued_at),
+        "deadline", repr(payload.deadline),
+        "request_id", payload.request_id,
+        "idle", str(payload.request.idle),
+    ]  # fmt: skip
     keys = [
         idempotency or "",
         job_key_prefix + payload.job_id,
         result_key_prefix + payload.job_id,
         queue_name,
         names.job_key(payload.job_id),
+        rate_key(payload.subject) if rate_limit else "",
+        names.FLEET_KEY if idle_deadline else "",
     ]
-    args = [payload.job_id, arq_job, expires_ms, now_ms, max_depth, ttl_s, *fields]
-    code, value = await redis.eval(_SUBMIT, len(keys), *keys, *args)
-    if int(code) == -1:
+    args = [
+        payload.job_id, arq_job, expires_ms, now_ms, max_depth, ttl_s,
+        rate_limit.rate if rate_limit else 0, rate_limit.burst if rate_limit else 0, repr(now),
+        repr(idle_deadline or 0), *fields,
+    ]  # fmt: skip
+    code, value = await run_script(redis, _SUBMIT, keys, args)
+    code = int(code)
+    if code == -2:
+        raise RateLimited(float(value))
+    if code == -1:
         raise QueueFull(int(value))
     job_id = value.decode() if isinstance(value, bytes) else str(value)
-    return Submitted(job_id=job_id, created=int(code) == 1)
+    return Submitted(job_id=job_id, created=code == 1)
+
+
+def rate_key(subject: str) -> str:
+    """The token bucket of one subject."""
+    return f"{names.KEY_PREFIX}:rate:{subject}"
 
 
 async def queue_depth(redis: Redis, *, queue_name: str) -> int:
@@ -235,7 +289,7 @@ async def cancel_job(redis: Redis, job_id: str, *, queue_name: str, ttl_s: int) 
         names.events_key(job_id),
         in_progress_key_prefix + job_id,
     ]
-    dropped = await redis.eval(_CANCEL_QUEUED, len(keys), *keys, job_id, encode_event(final), ttl_s)
+    dropped = await run_script(redis, _CANCEL_QUEUED, keys, [job_id, encode_event(final), ttl_s])
     if int(dropped) == 1:
         await redis.set(names.result_key(job_id), encode_event(final), ex=ttl_s, nx=True)
         return True

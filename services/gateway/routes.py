@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 
@@ -11,7 +12,8 @@ import msgspec
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from services.gateway import jobs
+from services.gateway import fleet, jobs
+from services.gateway.budget import check_budget
 from services.gateway.problems import REQUEST_ID, Problem, decode_body
 from services.gateway.readiness import live_workers
 from services.gateway.state import STATE, GatewayState
@@ -20,6 +22,7 @@ from services.protocol.messages import (
     DoneEvent,
     ErrorEvent,
     GenerateRequest,
+    GenerateResult,
     JobPayload,
     StatusEvent,
     TokenEvent,
@@ -29,7 +32,7 @@ routes = web.RouteTableDef()
 MODES = ("wait", "async", "stream")
 
 
-def _json(
+def json_response(
     value: object, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.Response(
@@ -43,7 +46,7 @@ def _json(
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     """Liveness: answers while the process runs, touching nothing else."""
-    return _json(HealthResponse(status="ok", env=request.app[STATE].settings.env))
+    return json_response(HealthResponse(status="ok", env=request.app[STATE].settings.env))
 
 
 @routes.get("/ready")
@@ -62,16 +65,27 @@ async def ready(request: web.Request) -> web.Response:
             queue_depth=0,
             workers=[],
         )
-        return _json(body, status=503)
+        return json_response(body, status=503)
     loaded = [w for w in workers if w.ready]
     if loaded:
         body = ReadyResponse(
             ready=True, reason="ok", model=loaded[0].model, queue_depth=depth, workers=workers
         )
-        return _json(body)
+        return json_response(body)
+    if state.settings.fleet != "none":
+        # No warm worker, but the gateway can start one: work can flow (it waits `starting`).
+        fleet_state = (await fleet.read_fleet(state.redis)).state
+        body = ReadyResponse(
+            ready=True,
+            reason=f"fleet {fleet_state}: GPU workers start on demand",
+            model=None,
+            queue_depth=depth,
+            workers=workers,
+        )
+        return json_response(body)
     reason = "worker is loading its model" if workers else "no worker heartbeat seen recently"
     body = ReadyResponse(ready=False, reason=reason, model=None, queue_depth=depth, workers=workers)
-    return _json(body, status=503)
+    return json_response(body, status=503)
 
 
 def _mode(request: web.Request) -> str:
@@ -135,7 +149,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
     principal = await state.authenticator.authenticate(request.headers.get("Authorization"))
     mode = _mode(request)
     body = await _read_body(request, state)
-    await state.admission.admit(subject=principal.subject)
+    warning = await check_budget(state)
     now = time.time()
     payload = JobPayload(
         job_id=uuid.uuid4().hex,
@@ -150,23 +164,58 @@ async def infer(request: web.Request) -> web.StreamResponse:
     )
     job_id = submitted.job_id
     headers = {"Location": _job_url(job_id)}
+    if warning:
+        headers["X-Budget-Warning"] = warning
     if mode == "stream":
-        return await _stream(request, state, job_id=job_id)
+        return await _stream(request, state, job_id=job_id, headers=headers)
     if mode == "wait":
         final = await jobs.wait_for_end(
             state.redis, job_id, timeout_s=state.settings.wait_timeout_s
         )
         if final is not None:
-            view = await jobs.read_job(state.redis, job_id, subject=principal.subject)
+            view = await _read(state, job_id, subject=principal.subject)
             if view is not None:
-                return _json(_view_response(view), headers=headers)
-    view = await jobs.read_job(state.redis, job_id, subject=principal.subject)
+                if view.result is not None:
+                    _observe_result(state, view.result)
+                return json_response(_view_response(view), headers=headers)
+    if submitted.created and mode == "async":
+        # Nothing can have happened to a job created a moment ago: skip the read-back.
+        status = "queued" if state.settings.fleet == "none" else await _queued_status(state)
+        view = jobs.JobView(
+            job_id=job_id, status=status, created_at=payload.enqueued_at, deadline=payload.deadline
+        )
+    else:
+        view = await _read(state, job_id, subject=principal.subject)
     if view is None:  # an idempotency key that another subject's job... cannot happen; be safe
         raise Problem(404, "not-found", "Job not found")
-    return _json(_view_response(view), status=202, headers=headers)
+    return json_response(_view_response(view), status=202, headers=headers)
 
 
-async def _stream(request: web.Request, state: GatewayState, *, job_id: str) -> web.StreamResponse:
+async def _queued_status(state: GatewayState) -> str:
+    fleet_state = (await fleet.read_fleet(state.redis)).state
+    return "starting" if fleet_state in ("stopped", "starting") else "queued"
+
+
+async def _read(state: GatewayState, job_id: str, *, subject: str) -> jobs.JobView | None:
+    """A job as its owner sees it; queued behind a stopped fleet reads ``starting``."""
+    view = await jobs.read_job(state.redis, job_id, subject=subject)
+    if view is not None and view.status == "queued" and state.settings.fleet != "none":
+        if (await fleet.read_fleet(state.redis)).state in ("stopped", "starting"):
+            return dataclasses.replace(view, status="starting")
+    return view
+
+
+def _observe_result(state: GatewayState, result: GenerateResult) -> None:
+    m = state.metrics
+    m.e2e.observe(result.timings.total_s)
+    m.queue_time.observe(result.timings.queued_s)
+    if result.timings.first_token_s is not None:
+        m.ttft.observe(result.timings.first_token_s)
+
+
+async def _stream(
+    request: web.Request, state: GatewayState, *, job_id: str, headers: dict[str, str]
+) -> web.StreamResponse:
     """SSE: ``token`` deltas, then one ``done`` or ``error``; pings keep ALBs from cutting it."""
     deadline = time.monotonic() + state.settings.job_deadline_s + 5
     shown = 0
@@ -175,7 +224,7 @@ async def _stream(request: web.Request, state: GatewayState, *, job_id: str) -> 
         request,
         allow_all_methods=True,
         ping_interval=state.settings.sse_ping_s,
-        headers={"X-Job-Id": job_id, "Location": _job_url(job_id)},
+        headers={"X-Job-Id": job_id, **headers},
     ) as response:
         try:
             async for _, event in jobs.stream_events(state.redis, job_id, deadline=deadline):
@@ -197,6 +246,7 @@ async def _stream(request: web.Request, state: GatewayState, *, job_id: str) -> 
                     )
                 elif isinstance(event, DoneEvent):
                     finished = True
+                    _observe_result(state, event.result)
                     await response.send(msgspec.json.encode(event.result).decode(), event="done")
                 elif isinstance(event, ErrorEvent):
                     finished = True
@@ -230,10 +280,10 @@ async def get_job(request: web.Request) -> web.Response:
     """A job's status and, once done, its result; 404 unless the caller owns it."""
     state = request.app[STATE]
     principal = await state.authenticator.authenticate(request.headers.get("Authorization"))
-    view = await jobs.read_job(state.redis, request.match_info["job_id"], subject=principal.subject)
+    view = await _read(state, request.match_info["job_id"], subject=principal.subject)
     if view is None:
         raise Problem(404, "not-found", "Job not found")
-    return _json(_view_response(view))
+    return json_response(_view_response(view))
 
 
 @routes.delete("/jobs/{job_id}")
@@ -255,5 +305,5 @@ async def delete_job(request: web.Request) -> web.Response:
         final = await jobs.wait_for_end(state.redis, job_id, timeout_s=5.0)
         view = await jobs.read_job(state.redis, job_id, subject=principal.subject) or view
         if final is None and not jobs.is_terminal(view.status):
-            return _json(_view_response(view), status=202)
-    return _json(_view_response(view))
+            return json_response(_view_response(view), status=202)
+    return json_response(_view_response(view))

@@ -19,7 +19,14 @@ REGISTRY_SOURCES: dict[str, str] = {
     keys.QUEUE_NAME: "TINYLLAMA_QUEUE_NAME",
     keys.QUEUE_MAX_DEPTH: "TINYLLAMA_MAX_QUEUE_DEPTH",
     keys.GATEWAY_RATE_LIMIT: "TINYLLAMA_RATE_LIMIT",
+    keys.GPU_CLUSTER: "TINYLLAMA_GPU_CLUSTER",
+    keys.GPU_SERVICE: "TINYLLAMA_GPU_SERVICE",
+    keys.GPU_INSTANCE_TYPE: "TINYLLAMA_GPU_INSTANCE_TYPE",
+    keys.GPU_HOURLY_PRICE_USD: "TINYLLAMA_GPU_HOURLY_PRICE",
+    keys.BUDGET_WARN_USD: "TINYLLAMA_BUDGET_WARN_USD",
+    keys.BUDGET_HARD_STOP_USD: "TINYLLAMA_BUDGET_HARD_STOP_USD",
 }
+FLEETS = ("none", "local", "aws")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,6 +56,18 @@ class GatewaySettings:
     result_ttl_s: int = 86_400
     heartbeat_max_age_s: float = 15.0
     sse_ping_s: float = 15.0
+    fleet: str = "none"  # none | local | aws: who starts and stops the GPU workers
+    idle_unit_s: float = 60.0  # one "idle minute" (tests shorten it)
+    fleet_tick_s: float = 0.5
+    fleet_start_timeout_s: float = 900.0
+    gpu_workers: int = 1
+    gpu_cluster: str = ""
+    gpu_service: str = ""
+    gpu_instance_type: str = "g5.xlarge"
+    gpu_hourly_price_usd: float = 1.006
+    budget_warn_usd: float = 0.0
+    budget_hard_stop_usd: float = 0.0
+    publish_metrics: bool = False  # CloudWatch backlog for the autoscaler (AWS)
 
 
 def _get(environ: Mapping[str, str], name: str) -> str | None:
@@ -72,6 +91,10 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
         "jwt_issuer": "TINYLLAMA_JWT_ISSUER",
         "jwks_url": "TINYLLAMA_JWKS_URL",
         "admin_scope": "TINYLLAMA_ADMIN_SCOPE",
+        "fleet": "TINYLLAMA_FLEET",
+        "gpu_cluster": "TINYLLAMA_GPU_CLUSTER",
+        "gpu_service": "TINYLLAMA_GPU_SERVICE",
+        "gpu_instance_type": "TINYLLAMA_GPU_INSTANCE_TYPE",
     }
     for field, name in text.items():
         if (value := _get(environ, name)) is not None:
@@ -88,6 +111,13 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
         "job_deadline_s": ("TINYLLAMA_JOB_DEADLINE", float),
         "heartbeat_max_age_s": ("TINYLLAMA_HEARTBEAT_MAX_AGE", float),
         "sse_ping_s": ("TINYLLAMA_SSE_PING", float),
+        "idle_unit_s": ("TINYLLAMA_IDLE_UNIT_S", float),
+        "fleet_tick_s": ("TINYLLAMA_FLEET_TICK", float),
+        "fleet_start_timeout_s": ("TINYLLAMA_FLEET_START_TIMEOUT", float),
+        "gpu_workers": ("TINYLLAMA_GPU_WORKERS", int),
+        "gpu_hourly_price_usd": ("TINYLLAMA_GPU_HOURLY_PRICE", float),
+        "budget_warn_usd": ("TINYLLAMA_BUDGET_WARN_USD", float),
+        "budget_hard_stop_usd": ("TINYLLAMA_BUDGET_HARD_STOP_USD", float),
     }
     for field, (name, kind) in numbers.items():
         if (value := _get(environ, name)) is not None:
@@ -99,6 +129,8 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
         values["jwt_client_ids"] = parse_list(value)
     if (value := _get(environ, "TINYLLAMA_JWT_AUDIENCES")) is not None:
         values["jwt_audiences"] = parse_list(value)
+    if (value := _get(environ, "TINYLLAMA_PUBLISH_METRICS")) is not None:
+        values["publish_metrics"] = parse_bool(value, name="TINYLLAMA_PUBLISH_METRICS")
     if (value := _get(environ, "TINYLLAMA_ALLOW_ID_TOKENS")) is not None:
         values["allow_id_tokens"] = parse_bool(value, name="TINYLLAMA_ALLOW_ID_TOKENS")
     if _get(environ, "REDIS_PASSWORD"):
@@ -108,6 +140,15 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
     if not settings.jwks_url:
         raise ValueError(
             "TINYLLAMA_JWKS_URL is required (https://, http:// or file:// URL of a JWKS)"
+        )
+    if settings.fleet not in FLEETS:
+        raise ValueError(
+            f"TINYLLAMA_FLEET must be one of {', '.join(FLEETS)}, got {settings.fleet!r}"
+        )
+    if settings.fleet == "aws" and not (settings.gpu_cluster and settings.gpu_service):
+        raise ValueError(
+            "TINYLLAMA_FLEET=aws needs the GPU cluster and service names "
+            "(registry gpu/cluster and gpu/service, or TINYLLAMA_GPU_CLUSTER/_SERVICE)"
         )
     if settings.rate_limit <= 0:
         raise ValueError("TINYLLAMA_RATE_LIMIT must be > 0")

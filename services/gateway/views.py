@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from services.gateway.usage import UsageTotals
 from services.protocol.messages import GenerateResult, JobStatus
 
 
@@ -54,3 +55,43 @@ class HealthResponse(msgspec.Struct, kw_only=True, frozen=True):
 
     status: str
     env: str
+
+
+class GpuResponse(msgspec.Struct, kw_only=True, frozen=True):
+    """The GPU fleet as the operator sees it."""
+
+    state: str
+    backend: str
+    instance_type: str
+    hourly_price_usd: float
+    workers_ready: int
+    workers_live: int
+    active_jobs: int
+    queue_depth: int
+    idle_until: float
+    idle_left_s: float
+    reason: str
+    changed_at: float
+
+
+class BudgetView(msgspec.Struct, kw_only=True, frozen=True):
+    """Month-to-date GPU cost against the thresholds (0 = no threshold)."""
+
+    month_to_date_usd: float
+    warn_usd: float
+    hard_stop_usd: float
+    status: str
+
+
+class UsageResponse(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """The caller's usage; operators also get every subject and the environment."""
+
+    subject: str
+    today: UsageTotals
+    month: UsageTotals
+    budget: BudgetView
+    environment_today: UsageTotals | None = None
+    environment_month: UsageTotals | None = None
+    gpu_seconds_month: float | None = None
+    gpu_cost_month_usd: float | None = None
+    subjects: dict[str, UsageTotals] | None = None

@@ -33,3 +33,22 @@ def cancel_key(job_id: str) -> str:
 def heartbeat_key(worker_id: str) -> str:
     """A worker's latest heartbeat; it expires when the worker stops sending."""
     return f"{HEARTBEAT_PREFIX}{worker_id}"
+
+
+FLEET_KEY = f"{KEY_PREFIX}:fleet"  # hash: state, changed_at, idle_until, wanted, reason
+FLEET_LOCK = f"{KEY_PREFIX}:fleet:lock"  # the one controller across gateway replicas
+
+
+def usage_key(*, scope: str, period: str) -> str:
+    """Usage counters (jobs, tokens, GPU seconds) of a subject or ``env`` for a day or month."""
+    return f"{KEY_PREFIX}:usage:{scope}:{period}"
+
+
+def usage_subjects_key(period: str) -> str:
+    """The subjects that used the service in a period (for operator totals)."""
+    return f"{KEY_PREFIX}:usage-subjects:{period}"
+
+
+def gpu_seconds_key(period: str) -> str:
+    """GPU seconds metered from worker heartbeats in a period (a float counter)."""
+    return f"{KEY_PREFIX}:gpu-seconds:{period}"

@@ -13,6 +13,7 @@ from services.protocol.messages import Heartbeat
 from services.protocol.serializer import encode_heartbeat
 from services.worker.engine import Engine, measure_rate
 from services.worker.leases import Leases
+from services.worker.metering import add_gpu_seconds
 from services.worker.settings import WorkerSettings
 
 log = logging.getLogger("tinyllama.worker.heartbeat")
@@ -62,6 +63,7 @@ async def run_heartbeats(
 ) -> None:
     """Forever: a heartbeat every ``settings.heartbeat_s``; Redis hiccups are logged, not fatal."""
     sample = (time.monotonic(), engine.tokens_done)
+    metered_at = time.monotonic()
     while True:
         rate, sample = measure_rate(engine, since=sample)
         beat = build_heartbeat(
@@ -70,6 +72,9 @@ async def run_heartbeats(
         try:
             await send_heartbeat(redis, beat, ttl_s=settings.heartbeat_ttl_s)
             await leases.renew(redis)
+            now = time.monotonic()
+            await add_gpu_seconds(redis, now - metered_at, now=time.time())
+            metered_at = now
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.warning("heartbeat failed: %s", exc)
         await asyncio.sleep(settings.heartbeat_s)

@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.protocol import names
+from services.protocol.idle import raise_idle_deadline
 from services.protocol.messages import (
     DoneEvent,
     ErrorEvent,
@@ -28,6 +29,7 @@ from services.protocol.messages import (
 from services.protocol.serializer import decode_payload
 from services.worker.engine import Engine, EngineError, Sampling
 from services.worker.leases import Leases
+from services.worker.metering import record_job
 from services.worker.publisher import EventPublisher
 from services.worker.text import TextStream
 
@@ -207,5 +209,14 @@ async def _generate(
         started=started,
         first=first,
     )
-    await publisher.finish(DoneEvent(result=result))
+    # The GPU stays warm `idle` minutes after the job's end, not after its arrival.
+    await raise_idle_deadline(
+        redis, deadline=time.time() + request.idle * engine.settings.idle_unit_s, want=False
+    )
+    if await publisher.finish(DoneEvent(result=result)):
+        # This job's share of the GPU: its time divided among the sequences it ran beside.
+        share = result.timings.generation_s / max(1, engine.active + 1)
+        await record_job(
+            redis, subject=job.subject, result=result, gpu_share_s=share, now=time.time()
+        )
     return "succeeded"

@@ -38,6 +38,7 @@ class WorkerSettings:
     job_timeout_s: float = 600.0
     drain_timeout_s: float = 30.0
     warmup: bool = True
+    idle_unit_s: float = 60.0  # one "idle minute" (tests shorten it)
 
 
 def _get(environ: Mapping[str, str], name: str) -> str | None:
@@ -85,6 +86,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
         "poll_delay_s": ("TINYLLAMA_POLL_DELAY", float),
         "heartbeat_s": ("TINYLLAMA_HEARTBEAT", float),
         "lease_s": ("TINYLLAMA_LEASE", float),
+        "idle_unit_s": ("TINYLLAMA_IDLE_UNIT_S", float),
         "job_timeout_s": ("TINYLLAMA_JOB_TIMEOUT", float),
         "drain_timeout_s": ("TINYLLAMA_DRAIN_TIMEOUT", float),
     }

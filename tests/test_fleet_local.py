@@ -1,0 +1,158 @@
+"""GPU lifecycle, local backend: real worker processes started and stopped by the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import pytest
+
+from services.gateway import fleet
+from services.gateway.app import create_app
+from services.gateway.fleet_backends import LocalFleet
+from services.worker.metering import add_gpu_seconds
+from tests.support import worker_env
+
+pytestmark = pytest.mark.slow
+ADMIN = ("tinyllama/admin",)
+
+
+@pytest.fixture
+def local_backend(redis_url, demo_model_path, cache_dir):
+    """A LocalFleet that starts real worker processes on the demo model."""
+    env = worker_env(
+        redis_url=redis_url,
+        model_path=demo_model_path,
+        cache_dir=cache_dir,
+        TINYLLAMA_DRAIN_TIMEOUT="5",
+        TINYLLAMA_IDLE_UNIT_S="2",
+    )
+    return LocalFleet(environ=env, drain_timeout_s=5)
+
+
+@pytest.fixture
+def fleet_settings(gateway_settings):
+    """Fleet control on, with one idle 'minute' shortened to 2 s."""
+    return dataclasses.replace(
+        gateway_settings,
+        fleet="local",
+        idle_unit_s=2.0,
+        fleet_tick_s=0.2,
+        heartbeat_max_age_s=3.0,
+        fleet_start_timeout_s=120,
+    )
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _wait_gpu(client, headers, state: str, timeout_s: float) -> dict:
+    gpu = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        gpu = await (await client.get("/gpu", headers=headers)).json()
+        if gpu["state"] == state:
+            return gpu
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fleet stayed {gpu.get('state')}: {gpu}")
+
+
+async def test_request_starts_idle_stops_operator_stops(
+    aiohttp_client, fleet_settings, local_backend, make_token, redis
+):
+    """A job starts the stopped worker, idle=1 stops it, /gpu/stop stops it at once."""
+    client = await aiohttp_client(create_app(fleet_settings, fleet_backend=local_backend))
+    user = _auth(make_token("gpu-user"))
+    admin = _auth(make_token("ops", scopes=ADMIN))
+    assert (await (await client.get("/gpu", headers=user)).json())["state"] == "stopped"
+    ready = await (await client.get("/ready")).json()
+    assert ready["ready"] is True
+    assert "on demand" in ready["reason"]
+
+    response = await client.post(
+        "/infer?mode=async", json={"prompt": "hi", "idle": 1, "max_new_tokens": 8}, headers=user
+    )
+    url = response.headers["Location"]
+    first = await (await client.get(url, headers=user)).json()
+    assert first["status"] == "starting"
+    for _ in range(600):
+        job = await (await client.get(url, headers=user)).json()
+        if job["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.1)
+    assert job["status"] == "succeeded"
+    gpu = await _wait_gpu(client, user, "ready", timeout_s=5)
+    assert gpu["workers_ready"] == 1
+    assert local_backend.pid
+
+    stopped = await _wait_gpu(client, user, "stopped", timeout_s=30)
+    assert "idle" in stopped["reason"]
+    assert local_backend.pid is None
+
+    again = await client.post(
+        "/infer", json={"prompt": "again", "max_new_tokens": 8, "idle": 30}, headers=user
+    )
+    assert (await again.json())["status"] == "succeeded"
+    assert (await client.post("/gpu/stop", headers=user)).status == 403
+    assert (await client.post("/gpu/stop", headers=admin)).status == 202
+    await _wait_gpu(client, user, "stopped", timeout_s=30)
+    assert local_backend.pid is None
+
+    usage = await (await client.get("/usage", headers=user)).json()
+    assert usage["month"]["jobs"] == 2
+    assert usage["month"]["completion_tokens"] > 0
+    assert usage["month"]["gpu_seconds"] > 0
+    assert "subjects" not in usage
+    operator = await (await client.get("/usage", headers=admin)).json()
+    assert operator["gpu_seconds_month"] > 0
+    assert operator["gpu_cost_month_usd"] > 0
+    assert operator["subjects"]["gpu-user"]["jobs"] == 2
+
+    metrics = await (await client.get("/metrics")).text()
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert values["tinyllama_generation_tokens_total"] == usage["month"]["completion_tokens"]
+    assert values["tinyllama_gpu_seconds_total"] > 0
+    assert values['tinyllama_fleet_state{state="stopped"}'] == 1.0
+
+
+async def test_budget_hard_stop_refuses_jobs_and_stops_the_fleet(
+    aiohttp_client, fleet_settings, local_backend, make_token, redis
+):
+    """At the hard stop new jobs get 402 problem+json and a running fleet is stopped."""
+    settings = dataclasses.replace(
+        fleet_settings, budget_hard_stop_usd=0.01, gpu_hourly_price_usd=3.6
+    )
+    client = await aiohttp_client(create_app(settings, fleet_backend=local_backend))
+    await local_backend.start()
+    await fleet.write_state(redis, "ready", reason="test", clear_wanted=True)
+    await add_gpu_seconds(redis, 20.0, now=time.time())  # $0.02 at $3.60/h
+    user = _auth(make_token("spender"))
+    response = await client.post("/infer", json={"prompt": "hi"}, headers=user)
+    assert response.status == 402
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert "budget" in (await response.json())["detail"]
+    await _wait_gpu(client, user, "stopped", timeout_s=30)
+    assert local_backend.pid is None
+    start = await client.post("/gpu/start", headers=_auth(make_token("ops", scopes=ADMIN)))
+    assert start.status == 402
+
+
+async def test_budget_warning_is_a_header_and_in_usage(
+    aiohttp_client, gateway_settings, make_token, redis
+):
+    """Past the warning threshold jobs still run, with X-Budget-Warning; /usage says so."""
+    settings = dataclasses.replace(gateway_settings, budget_warn_usd=0.01, gpu_hourly_price_usd=3.6)
+    client = await aiohttp_client(create_app(settings))
+    await add_gpu_seconds(redis, 20.0, now=time.time())
+    user = _auth(make_token("warned"))
+    response = await client.post("/infer?mode=async", json={"prompt": "hi"}, headers=user)
+    assert response.status == 202
+    assert "warning threshold" in response.headers["X-Budget-Warning"]
+    usage = await (await client.get("/usage", headers=user)).json()
+    assert usage["budget"]["status"] == "warning"
