@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help up test lint format install synth test-fast bench-worker bench-gateway demo-model clean
+.PHONY: help up test lint format install synth test-fast test-compose bench-worker bench-gateway demo-model clean
 
 help:
 	@echo "make up            run Redis + gateway + worker locally (Ctrl-C stops them)"
@@ -16,6 +16,8 @@ help:
 	@echo "make bench-worker  full-stack batching throughput vs sequential generate"
 	@echo "make bench-gateway gateway enqueue throughput vs a FastAPI peer"
 	@echo "make demo-model    build the offline demo model into the cache"
+	@echo "make test-compose  build the images and smoke-test docker-compose.yml under podman (root)"
+	@echo "make synth         cdk synth for ENV (default dev), offline"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +51,10 @@ test: lint node_modules/.package-lock.json
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# Builds the images and runs docker-compose.yml under podman (needs root; installs podman).
+test-compose:
+	bash docker/compose-test.sh
 
 bench-worker: $(STAMP)
 	$(PY) bench/worker.py

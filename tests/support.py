@@ -74,6 +74,7 @@ def worker_env(*, redis_url: str, model_path: Path, cache_dir: Path, **overrides
             "TINYLLAMA_CACHE_DIR": str(cache_dir),
             "TINYLLAMA_THREADS": "1",
             "TINYLLAMA_HEARTBEAT": "0.5",
+            "TINYLLAMA_METRICS_PORT": "0",
             "TINYLLAMA_CACHE_TOKENS": "8192",
             "TINYLLAMA_LOG_LEVEL": os.environ.get("TINYLLAMA_TEST_WORKER_LOG_LEVEL", "WARNING"),
             "HF_HUB_OFFLINE": "1",

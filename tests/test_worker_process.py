@@ -136,3 +136,38 @@ async def test_oversized_request_fails_cleanly_and_worker_keeps_serving(
         await gateway.post("/infer", json={"prompt": "hi", "max_new_tokens": 4}, headers=headers)
     ).json()
     assert small["status"] == "succeeded"
+
+
+async def test_worker_serves_prometheus_metrics(gateway, worker_factory, redis, make_token):
+    """The worker's /metrics counts generated tokens and observes time to first token."""
+    import aiohttp
+
+    from services.devstack.redis_server import free_port
+
+    port = free_port()
+    worker = worker_factory(TINYLLAMA_METRICS_PORT=str(port))
+    await worker.ready(redis)
+    job = await (
+        await gateway.post(
+            "/infer",
+            json={"prompt": "hi", "max_new_tokens": 6},
+            headers=_auth(make_token("metered")),
+        )
+    ).json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert (
+        values["tinyllama_generation_tokens_total"] == job["result"]["usage"]["completion_tokens"]
+    )
+    assert values["tinyllama_time_to_first_token_seconds_count"] == 1.0
+    assert 'tinyllama_jobs_total{outcome="length"}' in values or (
+        'tinyllama_jobs_total{outcome="stop"}' in values
+    )

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from services.worker.loading import LoadedModel
+from services.worker.metrics import WorkerMetrics
 from services.worker.settings import WorkerSettings
 
 log = logging.getLogger("tinyllama.worker.engine")
@@ -78,9 +79,12 @@ class _Flight:
 class Engine:
     """One model, one manager, many concurrent streams."""
 
-    def __init__(self, *, loaded: LoadedModel, settings: WorkerSettings) -> None:
+    def __init__(
+        self, *, loaded: LoadedModel, settings: WorkerSettings, metrics: WorkerMetrics | None = None
+    ) -> None:
         self.loaded = loaded
         self.settings = settings
+        self.metrics = metrics
         config = loaded.model.config
         self.vocab_size = int(config.vocab_size)
         self.max_context = int(getattr(config, "max_position_embeddings", 2048) or 2048)

@@ -74,6 +74,11 @@ async def run_heartbeats(
             await leases.renew(redis)
             now = time.monotonic()
             await add_gpu_seconds(redis, now - metered_at, now=time.time())
+            if engine.metrics is not None:
+                engine.metrics.gpu_seconds.inc(now - metered_at)
+                engine.metrics.active.set(engine.active)
+                engine.metrics.occupancy.set(engine.active / engine.capacity)
+                engine.metrics.tokens_per_s.set(rate)
             metered_at = now
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.warning("heartbeat failed: %s", exc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from redis.asyncio import Redis
 
 from services.protocol import names
@@ -9,20 +11,60 @@ from services.protocol.messages import DoneEvent, ErrorEvent, JobEvent, StatusEv
 from services.protocol.serializer import decode_event, encode_event
 
 
+class StreamWriter:
+    """Token events of every job, written in one pipeline per event-loop pass.
+
+    With a full batch each step yields a token for every sequence; one round trip
+    per token per job would make the event loop, not the model, the bottleneck.
+    Flushes run one at a time, so events of a stream stay in order.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._pending: list[tuple[str, bytes]] = []
+        self._lock = asyncio.Lock()
+        self._scheduled: asyncio.Task[None] | None = None
+
+    def append(self, key: str, data: bytes) -> None:
+        """Queue one stream entry; it is written within this loop pass or the next."""
+        self._pending.append((key, data))
+        if self._scheduled is None or self._scheduled.done():
+            self._scheduled = asyncio.get_running_loop().create_task(self.flush())
+
+    async def flush(self) -> None:
+        """Write everything queued so far (waits for a flush in progress first)."""
+        async with self._lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, data in batch:
+                    pipe.xadd(key, {"e": data})
+                await pipe.execute()
+
+
 class EventPublisher:
     """Appends events for one job; ``finish`` writes the result key with NX, then the event."""
 
-    def __init__(self, redis: Redis, job_id: str, *, ttl_s: int) -> None:
+    def __init__(
+        self, redis: Redis, job_id: str, *, ttl_s: int, writer: StreamWriter | None = None
+    ) -> None:
         self._redis = redis
         self._job_id = job_id
         self._ttl_s = ttl_s
         self._key = names.events_key(job_id)
+        self._writer = writer
 
     async def publish(self, event: JobEvent) -> None:
-        """Append one event (and keep the stream from living forever)."""
+        """Append one event; token events go through the shared batched writer."""
+        if isinstance(event, TokenEvent) and self._writer is not None:
+            self._writer.append(self._key, encode_event(event))
+            return
+        if self._writer is not None:
+            await self._writer.flush()
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xadd(self._key, {"e": encode_event(event)})
-            pipe.expire(self._key, self._ttl_s)
+            pipe.expire(self._key, self._ttl_s)  # set once here: a stream never lives forever
             if isinstance(event, StatusEvent):
                 pipe.hset(names.job_key(self._job_id), "status", event.status)
             await pipe.execute()
@@ -38,6 +80,8 @@ class EventPublisher:
         )
         if not won:
             return False
+        if self._writer is not None:
+            await self._writer.flush()  # every token lands before the final event
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xadd(self._key, {"e": encode_event(event)})
             pipe.expire(self._key, self._ttl_s)

@@ -7,6 +7,7 @@ earlier run already published, and the final result is written once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -30,7 +31,7 @@ from services.protocol.serializer import decode_payload
 from services.worker.engine import Engine, EngineError, Sampling
 from services.worker.leases import Leases
 from services.worker.metering import record_job
-from services.worker.publisher import EventPublisher
+from services.worker.publisher import EventPublisher, StreamWriter
 from services.worker.text import TextStream
 
 log = logging.getLogger("tinyllama.worker.runner")
@@ -63,11 +64,18 @@ async def run_job(
     job = decode_payload(payload)
     await leases.take(redis, ctx.get("job_id", job.job_id))
     try:
-        return await _run(redis, job, engine=engine, worker_id=worker_id, ttl_s=ttl_s)
+        return await _run(
+            redis,
+            job,
+            engine=engine,
+            worker_id=worker_id,
+            ttl_s=ttl_s,
+            writer=ctx.get("stream_writer"),
+        )
     except Exception as exc:
         # A bug or an outage must still end the client's stream with a clear error.
         log.exception("job failed", extra={"job_id": job.job_id})
-        publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s)
+        publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s, writer=ctx.get("stream_writer"))
         await publisher.finish(
             ErrorEvent(code="internal", message=f"the worker failed: {type(exc).__name__}")
         )
@@ -76,9 +84,17 @@ async def run_job(
         leases.release(ctx.get("job_id", job.job_id))
 
 
-async def _run(redis: Redis, job: JobPayload, *, engine: Engine, worker_id: str, ttl_s: int) -> str:
+async def _run(
+    redis: Redis,
+    job: JobPayload,
+    *,
+    engine: Engine,
+    worker_id: str,
+    ttl_s: int,
+    writer: StreamWriter | None,
+) -> str:
     started = time.time()
-    publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s)
+    publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s, writer=writer)
     if await publisher.final() is not None:
         return "done-before"  # an earlier run finished it; nothing to add
     if started > job.deadline:
@@ -163,6 +179,8 @@ async def _generate(
         engine.check_fits(prompt_tokens=len(prompt_ids), max_new_tokens=max_new)
     except EngineError as exc:
         await publisher.finish(ErrorEvent(code=exc.code, message=str(exc)))
+        if engine.metrics is not None:
+            engine.metrics.jobs.labels(outcome=exc.code).inc()
         return "failed"
     done_ids, shown, seq = await publisher.previous_tokens()
     text = TextStream(tokenizer, stop=list(request.stop), prefix_ids=done_ids, shown=shown)
@@ -174,22 +192,26 @@ async def _generate(
         sampling = Sampling(
             temperature=request.temperature, top_p=request.top_p, top_k=request.top_k
         )
+        tokens = engine.stream(
+            job.job_id, prompt_ids + done_ids, max_new_tokens=remaining, sampling=sampling
+        )
         try:
-            async for new_ids in engine.stream(
-                job.job_id, prompt_ids + done_ids, max_new_tokens=remaining, sampling=sampling
-            ):
-                first = first or time.time()
-                offset = text.emitted
-                delta = text.push(new_ids)
-                await publisher.publish(
-                    TokenEvent(seq=seq, offset=offset, text=delta, token_ids=new_ids)
-                )
-                seq += 1
-                if text.stopped:
-                    finish = "stop"
-                    break
-                if eos is not None and new_ids and new_ids[-1] == eos:
-                    finish = "stop"
+            # aclosing: leaving the loop early (stop sequence, abort) frees the engine slot now,
+            # not whenever the generator is garbage collected.
+            async with contextlib.aclosing(tokens):
+                async for new_ids in tokens:
+                    first = first or time.time()
+                    offset = text.emitted
+                    delta = text.push(new_ids)
+                    await publisher.publish(
+                        TokenEvent(seq=seq, offset=offset, text=delta, token_ids=new_ids)
+                    )
+                    seq += 1
+                    if text.stopped:
+                        finish = "stop"
+                        break
+                    if eos is not None and new_ids and new_ids[-1] == eos:
+                        finish = "stop"
         except EngineError as exc:
             await publisher.finish(ErrorEvent(code=exc.code, message=str(exc)))
             return "failed"
@@ -214,6 +236,8 @@ async def _generate(
         redis, deadline=time.time() + request.idle * engine.settings.idle_unit_s, want=False
     )
     if await publisher.finish(DoneEvent(result=result)):
+        if engine.metrics is not None:
+            engine.metrics.observe_result(result)
         # This job's share of the GPU: its time divided among the sequences it ran beside.
         share = result.timings.generation_s / max(1, engine.active + 1)
         await record_job(

@@ -39,6 +39,7 @@ class WorkerSettings:
     drain_timeout_s: float = 30.0
     warmup: bool = True
     idle_unit_s: float = 60.0  # one "idle minute" (tests shorten it)
+    metrics_port: int = 9101  # Prometheus /metrics of this worker; 0 = off
 
 
 def _get(environ: Mapping[str, str], name: str) -> str | None:
@@ -87,6 +88,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
         "heartbeat_s": ("TINYLLAMA_HEARTBEAT", float),
         "lease_s": ("TINYLLAMA_LEASE", float),
         "idle_unit_s": ("TINYLLAMA_IDLE_UNIT_S", float),
+        "metrics_port": ("TINYLLAMA_METRICS_PORT", int),
         "job_timeout_s": ("TINYLLAMA_JOB_TIMEOUT", float),
         "drain_timeout_s": ("TINYLLAMA_DRAIN_TIMEOUT", float),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 import torch
@@ -89,20 +90,22 @@ async def test_cancel_stops_the_stream(engine, loaded_model):
 
 
 async def test_abandoned_stream_frees_its_slot(engine, loaded_model):
-    """A consumer that stops iterating (task cancelled) leaves no request in flight."""
+    """A consumer cancelled mid-stream (aclosing) leaves no request in flight."""
     ids = loaded_model.tokenizer("Hello")["input_ids"]
+    first_token = asyncio.Event()
 
     async def consume() -> None:
-        async for _ in engine.stream(
-            "abandoned", ids, max_new_tokens=2000, sampling=Sampling(temperature=1.0)
-        ):
-            await asyncio.sleep(0)
+        tokens = engine.stream("abandoned", ids, max_new_tokens=2000, sampling=Sampling())
+        async with contextlib.aclosing(tokens):
+            async for _ in tokens:
+                first_token.set()
+                await asyncio.sleep(0.01)
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(first_token.wait(), timeout=30)
+    assert engine.active == 1
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await asyncio.gather(task, return_exceptions=True)
     assert engine.active == 0
 
 

@@ -1,0 +1,125 @@
+"""The AWS fleet backend and the backlog metric, against moto's HTTP server through boto3."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import boto3
+import pytest
+
+from services.gateway import fleet
+from services.gateway.backlog import publish_backlog
+from services.gateway.fleet_backends import EcsFleet
+from services.gateway.observe import observe
+
+
+@pytest.fixture
+def aws(aws_environ, moto_endpoint, monkeypatch):
+    """Every AWS client (ECS, CloudWatch) goes to the moto server on loopback."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    return aws_environ
+
+
+@pytest.fixture
+def gpu_service(aws):
+    """An ECS cluster with a GPU worker service scaled to zero."""
+    ecs = boto3.client("ecs")
+    cluster = "tinyllama-test-gpu"
+    ecs.create_cluster(clusterName=cluster)
+    ecs.register_task_definition(
+        family="worker",
+        containerDefinitions=[
+            {
+                "name": "worker",
+                "image": "worker:latest",
+                "memory": 512,
+                "resourceRequirements": [{"type": "GPU", "value": "1"}],
+            }
+        ],
+    )
+    ecs.create_service(
+        cluster=cluster, serviceName="worker", taskDefinition="worker", desiredCount=0
+    )
+    return ecs, cluster, "worker"
+
+
+def _desired(ecs, cluster: str, service: str) -> int:
+    return ecs.describe_services(cluster=cluster, services=[service])["services"][0]["desiredCount"]
+
+
+async def test_ecs_backend_scales_the_service(gpu_service):
+    """start sets the worker service's desired count to N, stop sets it to 0."""
+    ecs, cluster, service = gpu_service
+    backend = EcsFleet(cluster=cluster, service=service, desired=2)
+    assert not await backend.is_running()
+    await backend.start()
+    assert _desired(ecs, cluster, service) == 2
+    assert await backend.is_running()
+    await backend.stop()
+    assert _desired(ecs, cluster, service) == 0
+
+
+async def test_controller_starts_the_ecs_service_for_a_waiting_job(
+    gpu_service, redis, gateway_settings
+):
+    """A wanted, stopped fleet makes the controller call UpdateService (desired 1)."""
+    ecs, cluster, service = gpu_service
+    settings = dataclasses.replace(
+        gateway_settings, fleet="aws", gpu_cluster=cluster, gpu_service=service
+    )
+    backend = EcsFleet(cluster=cluster, service=service)
+
+    async def look(b):
+        return await observe(redis, b, settings=settings)
+
+    controller = fleet.FleetController(redis=redis, backend=backend, observe=look)
+    await fleet.request_start(redis, idle_minutes=5, unit_s=60)
+    decision = await controller.tick()
+    assert decision.action == "start"
+    assert _desired(ecs, cluster, service) == 1
+    assert (await fleet.read_fleet(redis)).state == "starting"
+    await fleet.request_stop(redis)
+    await controller.tick()
+    assert _desired(ecs, cluster, service) == 0
+    assert (await fleet.read_fleet(redis)).state == "stopped"
+
+
+async def test_only_one_controller_acts(gpu_service, redis, gateway_settings):
+    """Two gateway replicas: the one holding the Redis lock acts, the other does not."""
+    ecs, cluster, service = gpu_service
+    backend = EcsFleet(cluster=cluster, service=service)
+
+    async def look(b):
+        return await observe(redis, b, settings=gateway_settings)
+
+    first = fleet.FleetController(redis=redis, backend=backend, observe=look)
+    second = fleet.FleetController(redis=redis, backend=backend, observe=look)
+    await first.tick()
+    await fleet.request_start(redis, idle_minutes=5, unit_s=60)
+    assert await second.tick() is None
+    assert not second.is_leader
+    assert _desired(ecs, cluster, service) == 0
+
+
+async def test_backlog_reaches_cloudwatch(aws, redis, gateway_settings, make_token, gateway):
+    """The queue depth is published as TinyLlama/QueueDepth{Environment} for the autoscaler."""
+    for i in range(3):
+        await gateway.post(
+            "/infer?mode=async",
+            json={"prompt": f"p{i}"},
+            headers={"Authorization": f"Bearer {make_token(f'u{i}')}"},
+        )
+    settings = dataclasses.replace(gateway_settings, env="backlogtest")
+    cloudwatch = boto3.client("cloudwatch")
+    task = asyncio.create_task(publish_backlog(redis, settings=settings, period_s=0.05))
+    try:
+        for _ in range(100):
+            metrics = cloudwatch.list_metrics(Namespace="TinyLlama")["Metrics"]
+            if any(m["MetricName"] == "QueueDepth" for m in metrics):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    depth = [m for m in metrics if m["MetricName"] == "QueueDepth"]
+    assert depth[0]["Dimensions"] == [{"Name": "Environment", "Value": "backlogtest"}]
