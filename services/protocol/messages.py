@@ -71,8 +71,22 @@ class GenerateResult(msgspec.Struct, kw_only=True, frozen=True):
     timings: Timings
 
 
+ChatRole = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """One turn of a conversation (the OpenAI-compatible chat route sends these)."""
+
+    role: ChatRole
+    content: Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)]
+
+
 class JobPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """What travels on the queue: the request plus who asked and until when."""
+    """What travels on the queue: the request plus who asked and until when.
+
+    With ``messages``, the worker renders them with the tokenizer's chat template
+    and ``request.prompt`` is only a summary for logs.
+    """
 
     job_id: str
     subject: str
@@ -80,6 +94,7 @@ class JobPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
     enqueued_at: float
     deadline: float
     request_id: str = ""
+    messages: list[ChatMessage] = []
 
 
 class TokenEvent(msgspec.Struct, tag="token", kw_only=True, frozen=True):

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from services.protocol import names
 from services.protocol.idle import raise_idle_deadline
 from services.protocol.messages import (
+    ChatMessage,
     DoneEvent,
     ErrorEvent,
     GenerateRequest,
@@ -37,12 +38,19 @@ from services.worker.text import TextStream
 log = logging.getLogger("tinyllama.worker.runner")
 
 
-def encode_prompt(tokenizer: Any, request: GenerateRequest) -> list[int]:
-    """Prompt text → ids; chat prompts go through the tokenizer's chat template."""
-    if request.chat and getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": request.prompt}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+def encode_prompt(
+    tokenizer: Any, request: GenerateRequest, *, messages: list[ChatMessage] | None = None
+) -> list[int]:
+    """Prompt text → ids; chat turns (or ``chat: true``) go through the chat template."""
+    turns = [{"role": m.role, "content": m.content} for m in messages or []]
+    if not turns and request.chat:
+        turns = [{"role": "user", "content": request.prompt}]
+    if turns and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    if turns:  # a model without a template: plain "role: content" lines
+        text = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant: "
+        return list(tokenizer(text, add_special_tokens=True)["input_ids"])
     return list(tokenizer(request.prompt, add_special_tokens=True)["input_ids"])
 
 
@@ -173,7 +181,7 @@ async def _generate(
 ) -> str:
     request = job.request
     tokenizer = engine.loaded.tokenizer
-    prompt_ids = encode_prompt(tokenizer, request)
+    prompt_ids = encode_prompt(tokenizer, request, messages=job.messages)
     max_new = min(request.max_new_tokens, engine.settings.max_new_tokens)
     try:
         engine.check_fits(prompt_tokens=len(prompt_ids), max_new_tokens=max_new)

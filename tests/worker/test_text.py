@@ -51,3 +51,20 @@ def test_resume_continues_offsets():
     stream = TextStream(CharTokenizer(), stop=[], prefix_ids=_ids("abc"), shown=3)
     assert stream.push(_ids("d")) == "d"
     assert stream.text == "abcd"
+
+
+def test_chat_messages_use_the_chat_template(loaded_model):
+    """Chat turns are rendered with the tokenizer's template, ending in the assistant cue."""
+    from services.protocol.messages import ChatMessage, GenerateRequest
+    from services.worker.runner import encode_prompt
+
+    tok = loaded_model.tokenizer
+    messages = [
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content="Hello"),
+    ]
+    ids = encode_prompt(tok, GenerateRequest(prompt="Hello"), messages=messages)
+    text = tok.decode(ids)
+    assert text.index("<|system|>") < text.index("<|user|>") < text.rindex("<|assistant|>")
+    plain = encode_prompt(tok, GenerateRequest(prompt="Hello"))
+    assert "<|user|>" not in tok.decode(plain)
