@@ -99,7 +99,12 @@ class TinyLlamaStack(Stack):
             nodes=config.redis_nodes,
             removal_policy=removal,
         )
-        environment = {"TINYLLAMA_ENV": config.name, "TINYLLAMA_REGISTRY": "ssm"}
+        environment = {
+            "TINYLLAMA_ENV": config.name,
+            "TINYLLAMA_REGISTRY": "ssm",
+            # Backlog (gateway) and heartbeat (worker) metrics the scaling and alarms read.
+            "TINYLLAMA_PUBLISH_METRICS": "true",
+        }
         secrets = {"REDIS_PASSWORD": ecs.Secret.from_secrets_manager(self.queue.auth_secret)}
 
         self.worker = Worker(
@@ -141,7 +146,8 @@ class TinyLlamaStack(Stack):
             public_subnets=network.public_subnets,
             private_subnets=network.private_subnets,
             image=_image(GATEWAY_DOCKERFILE),
-            environment=environment,
+            # The gateway's controller starts and stops the GPU service (ecs:UpdateService).
+            environment={**environment, "TINYLLAMA_FLEET": "aws"},
             secrets=secrets,
         )
         self.observability = Observability(

@@ -83,3 +83,33 @@ async def run_heartbeats(
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.warning("heartbeat failed: %s", exc)
         await asyncio.sleep(settings.heartbeat_s)
+
+
+async def publish_heartbeat_metric(
+    *, env: str, ready: asyncio.Event, period_s: float = 60.0, client: object | None = None
+) -> None:
+    """Forever: WorkerHeartbeat=1 to CloudWatch once a minute while the model is warm.
+
+    The stack's WorkerSilent alarm fires when a worker task runs but this goes quiet.
+    """
+    if client is None:
+        import boto3
+
+        client = boto3.client("cloudwatch")
+    datum = [
+        {
+            "MetricName": "WorkerHeartbeat",
+            "Value": 1.0,
+            "Unit": "Count",
+            "Dimensions": [{"Name": "Environment", "Value": env}],
+        }
+    ]
+    while True:
+        if ready.is_set():
+            try:
+                await asyncio.to_thread(
+                    client.put_metric_data, Namespace="TinyLlama", MetricData=datum
+                )
+            except Exception as exc:  # an AWS hiccup must not stop the worker
+                log.warning("heartbeat metric failed: %s", exc)
+        await asyncio.sleep(period_s)

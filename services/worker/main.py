@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from services.protocol import names
 from services.protocol.serializer import deserialize_job, serialize_job
 from services.worker.engine import Engine
-from services.worker.heartbeat import run_heartbeats, withdraw
+from services.worker.heartbeat import publish_heartbeat_metric, run_heartbeats, withdraw
 from services.worker.leases import Leases
 from services.worker.loading import load_model
 from services.worker.metrics import WorkerMetrics
@@ -100,6 +100,11 @@ async def serve(settings: WorkerSettings) -> None:
         run_heartbeats(redis, engine=engine, settings=settings, ready=ready, leases=leases)
     )
     watchdog: asyncio.Task[None] | None = None
+    cloudwatch = (
+        asyncio.create_task(publish_heartbeat_metric(env=settings.env, ready=ready))
+        if settings.publish_metrics
+        else None
+    )
     try:
         await engine.start()  # includes the warm-up generation
         watchdog = asyncio.create_task(engine.watch())
@@ -112,7 +117,7 @@ async def serve(settings: WorkerSettings) -> None:
             await worker.async_run()
     finally:
         ready.clear()
-        for task in (heart, watchdog):
+        for task in (heart, watchdog, cloudwatch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -40,6 +40,7 @@ class WorkerSettings:
     warmup: bool = True
     idle_unit_s: float = 60.0  # one "idle minute" (tests shorten it)
     metrics_port: int = 9101  # Prometheus /metrics of this worker; 0 = off
+    publish_metrics: bool = False  # CloudWatch WorkerHeartbeat for the alarms (AWS)
 
 
 def _get(environ: Mapping[str, str], name: str) -> str | None:
@@ -100,6 +101,8 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
                 raise ValueError(f"{name} must be a number, got {value!r}") from None
     if (value := _get(environ, "TINYLLAMA_CACHE_DIR")) is not None:
         values["cache_dir"] = Path(value).expanduser()
+    if (value := _get(environ, "TINYLLAMA_PUBLISH_METRICS")) is not None:
+        values["publish_metrics"] = parse_bool(value, name="TINYLLAMA_PUBLISH_METRICS")
     if (value := _get(environ, "TINYLLAMA_WARMUP")) is not None:
         values["warmup"] = parse_bool(value, name="TINYLLAMA_WARMUP")
     if _get(environ, "REDIS_PASSWORD"):

@@ -123,3 +123,24 @@ async def test_backlog_reaches_cloudwatch(aws, redis, gateway_settings, make_tok
         task.cancel()
     depth = [m for m in metrics if m["MetricName"] == "QueueDepth"]
     assert depth[0]["Dimensions"] == [{"Name": "Environment", "Value": "backlogtest"}]
+
+
+async def test_worker_heartbeat_reaches_cloudwatch(aws):
+    """A warm worker publishes TinyLlama/WorkerHeartbeat{Environment} for the silence alarm."""
+    from services.worker.heartbeat import publish_heartbeat_metric
+
+    ready = asyncio.Event()
+    ready.set()
+    cloudwatch = boto3.client("cloudwatch")
+    task = asyncio.create_task(publish_heartbeat_metric(env="beattest", ready=ready, period_s=0.05))
+    try:
+        for _ in range(100):
+            metrics = cloudwatch.list_metrics(Namespace="TinyLlama", MetricName="WorkerHeartbeat")[
+                "Metrics"
+            ]
+            if metrics:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    assert metrics[0]["Dimensions"] == [{"Name": "Environment", "Value": "beattest"}]
