@@ -108,13 +108,15 @@ def test_tasks_run_in_private_subnets_without_public_ips(env: Synthesized) -> No
 
 
 def test_gateway_container_contract(env: Synthesized) -> None:
-    """Gateway runs `python -m services.gateway` on 8080 with env and registry backend."""
+    """Gateway runs on 8080 with the SSM registry, controls the GPU fleet and publishes backlog."""
     container = _container(env, env.stack.gateway.task_definition)
     assert container["Command"] == ["python", "-m", "services.gateway"]
     assert container["PortMappings"][0]["ContainerPort"] == 8080
     assert {e["Name"]: e["Value"] for e in container["Environment"]} == {
         "TINYLLAMA_ENV": env.config.name,
         "TINYLLAMA_REGISTRY": "ssm",
+        "TINYLLAMA_FLEET": "aws",
+        "TINYLLAMA_PUBLISH_METRICS": "true",
     }
 
 
@@ -126,6 +128,7 @@ def test_worker_task_reserves_one_gpu(env: Synthesized) -> None:
     assert {e["Name"]: e["Value"] for e in container["Environment"]}.items() >= {
         "TINYLLAMA_ENV": env.config.name,
         "TINYLLAMA_REGISTRY": "ssm",
+        "TINYLLAMA_PUBLISH_METRICS": "true",  # WorkerHeartbeat feeds the WorkerSilent alarm
     }.items()
 
 
