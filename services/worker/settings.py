@@ -29,6 +29,7 @@ class WorkerSettings:
     max_batch_tokens: int = 512  # tokens per forward pass (chunked prefill)
     cache_tokens: int = 32_768  # KV cache size, in tokens, shared by all sequences
     block_size: int = 32  # KV cache page size, in tokens
+    cuda_graphs: str = "auto"  # auto (on for CUDA) | on | off
     max_new_tokens: int = 2_048
     poll_delay_s: float = 0.005
     heartbeat_s: float = 2.0
@@ -74,6 +75,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
         "model": "TINYLLAMA_MODEL",
         "device": "TINYLLAMA_DEVICE",
         "dtype": "TINYLLAMA_DTYPE",
+        "cuda_graphs": "TINYLLAMA_CUDA_GRAPHS",
     }
     for field, name in text.items():
         if (value := _get(environ, name)) is not None:
@@ -111,6 +113,8 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
     settings = dataclasses.replace(WorkerSettings(), **values)
     if not settings.worker_id:
         settings = dataclasses.replace(settings, worker_id=f"{socket.gethostname()}-{os.getpid()}")
+    if settings.cuda_graphs not in ("auto", "on", "off"):
+        raise ValueError("TINYLLAMA_CUDA_GRAPHS must be auto, on or off")
     if settings.lease_s <= settings.heartbeat_s:
         raise ValueError("TINYLLAMA_LEASE must be longer than TINYLLAMA_HEARTBEAT (leases renew)")
     if settings.max_batch < 1 or settings.cache_tokens < settings.block_size:

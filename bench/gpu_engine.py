@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""The worker's own batching engine (services/worker/engine.py) on a CUDA machine.
+
+A TinyLlama-shaped model (hidden 2048, 22 layers, 32/4 heads, vocab 32000) with random
+bf16 weights, no network: output tokens/s and time to first token at concurrency 1, 32
+and 128 through ``Engine.stream``, with CUDA graphs off and on (same run, same device),
+greedy, fixed length. ``--tiny`` checks the script on a CPU.
+
+    python3 bench/gpu_engine.py            # CUDA
+    python3 bench/gpu_engine.py --tiny     # logic check on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+T0 = time.perf_counter()
+
+
+def _model(tiny: bool):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if tiny:
+        config = LlamaConfig(
+            vocab_size=1024,
+            hidden_size=64,
+            intermediate_size=172,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+        )
+        return LlamaForCausalLM(config).eval(), "cpu", "float32"
+    config = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+    )
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).eval()
+    torch.set_default_dtype(torch.float32)
+    return model, "cuda", "bfloat16"
+
+
+async def _round(engine, *, n: int, prompt_len: int, new: int, seed: int) -> dict:
+    import random
+
+    from services.worker.engine import Sampling
+
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(10, 1000) for _ in range(prompt_len)] for _ in range(n)]
+    ttft: list[float] = []
+    counts: list[int] = []
+    started = time.perf_counter()
+
+    async def one(i: int) -> None:
+        got = 0
+        t0 = time.perf_counter()
+        async for ids in engine.stream(
+            f"r{seed}-{i}", prompts[i], max_new_tokens=new, sampling=Sampling()
+        ):
+            if got == 0:
+                ttft.append(time.perf_counter() - t0)
+            got += len(ids)
+        counts.append(got)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall = time.perf_counter() - started
+    return {
+        "concurrency": n,
+        "tokens": sum(counts),
+        "wall_s": round(wall, 3),
+        "tok_s": round(sum(counts) / wall, 1),
+        "ttft_ms_median": round(statistics.median(ttft) * 1000, 1),
+        "min_tokens": min(counts),
+    }
+
+
+async def _run(args) -> dict:
+    import torch
+    import transformers
+
+    from services.worker.engine import Engine
+    from services.worker.loading import LoadedModel
+    from services.worker.settings import WorkerSettings
+
+    model, device, dtype = _model(args.tiny)
+    model.generation_config.eos_token_id = None  # fixed length: never stop early
+
+    class Ids:  # the engine needs only ids and a warm-up encode from a tokenizer
+        eos_token_id = None
+        pad_token_id = 0
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [1, 15043]}
+
+    out = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "runs": [],
+    }
+    levels = [int(x) for x in args.levels.split(",")]
+    for graphs in ("off", "on"):
+        settings = WorkerSettings(
+            device=device,
+            dtype=dtype,
+            cuda_graphs=graphs,
+            max_batch=max(levels),
+            cache_tokens=args.cache_tokens,
+            block_size=args.block_size,
+            max_batch_tokens=args.batch_tokens,
+            max_new_tokens=args.new,
+            warmup=False,
+        )
+        loaded = LoadedModel(
+            model=model,
+            tokenizer=Ids(),
+            name="tinyllama-shaped",
+            device=device,
+            dtype=dtype,
+            is_demo=False,
+        )
+        engine = Engine(loaded=loaded, settings=settings)
+        t = time.perf_counter()
+        await engine.start()
+        await _round(engine, n=2, prompt_len=args.prompt, new=8, seed=99)  # warm-up
+        setup = time.perf_counter() - t
+        for n in levels:
+            if time.perf_counter() - T0 > args.budget:
+                print(f"time budget reached: skipping graphs={graphs} n={n}", flush=True)
+                continue
+            row = await _round(engine, n=n, prompt_len=args.prompt, new=args.new, seed=n)
+            row.update({"cuda_graphs": graphs, "setup_s": round(setup, 1)})
+            print(json.dumps(row), flush=True)
+            out["runs"].append(row)
+        await engine.stop()
+    return out
+
+
+def main() -> int:
+    """Run and print; JSON to $OUT/gpu_engine.json when OUT is set."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--levels", default="1,32,128")
+    p.add_argument("--prompt", type=int, default=128)
+    p.add_argument("--new", type=int, default=128)
+    p.add_argument("--cache-tokens", type=int, default=262_144)
+    p.add_argument("--block-size", type=int, default=256)
+    p.add_argument("--batch-tokens", type=int, default=2048)
+    p.add_argument("--budget", type=float, default=240.0)
+    args = p.parse_args()
+    if args.tiny:
+        args.levels, args.prompt, args.new, args.cache_tokens, args.block_size = (
+            "1,4",
+            16,
+            8,
+            4096,
+            32,
+        )
+    result = asyncio.run(_run(args))
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "gpu_engine.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
