@@ -113,3 +113,69 @@ async def test_cached_keys_survive_jwks_outage(gateway, make_token, jwks_server)
 async def test_empty_bearer_is_401(gateway, header):
     """'Bearer' with nothing after it is a malformed request, 401."""
     await _assert_401(await gateway.post("/infer", json=BODY, headers={"Authorization": header}))
+
+
+def _id_token(key, *, aud: str, subject: str = "ida", groups: list[str] | None = None) -> str:
+    from joserfc import jwt
+
+    now = int(time.time())
+    claims = {
+        "sub": subject,
+        "iss": "https://issuer.test/pool",
+        "aud": aud,
+        "token_use": "id",
+        "iat": now,
+        "exp": now + 600,
+    }
+    if groups is not None:
+        claims["cognito:groups"] = groups
+    return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+
+
+async def test_id_tokens_are_refused_unless_enabled(gateway, signing_key):
+    """A Cognito ID token is refused by default (access tokens only)."""
+    body = await _assert_401(await _post(gateway, _id_token(signing_key, aud="test-client")))
+    assert "token_use" in body["detail"]
+
+
+async def test_id_tokens_need_an_allowed_audience(
+    aiohttp_client, gateway_settings, signing_key, redis
+):
+    """With ID tokens enabled, `aud` must be in the allowed list."""
+    import dataclasses
+
+    from services.gateway.app import create_app
+
+    settings = dataclasses.replace(
+        gateway_settings, allow_id_tokens=True, jwt_audiences=("desktop-app",)
+    )
+    client = await aiohttp_client(create_app(settings))
+    assert (await _post(client, _id_token(signing_key, aud="desktop-app"))).status == 202
+    await _assert_401(await _post(client, _id_token(signing_key, aud="other-app")))
+
+
+async def test_admin_routes_need_the_admin_scope(gateway, make_token):
+    """Operator routes answer 403 with insufficient_scope to a valid token without the scope."""
+    response = await gateway.post("/gpu/stop", headers={"Authorization": f"Bearer {make_token()}"})
+    assert response.status == 403
+    assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
+
+
+async def test_admin_scope_or_cognito_group_grants_operator_routes(
+    aiohttp_client, gateway_settings, make_token, signing_key, redis
+):
+    """The admin scope in `scope`, or the matching Cognito group, opens operator routes."""
+    import dataclasses
+
+    from services.gateway.app import create_app
+
+    settings = dataclasses.replace(
+        gateway_settings, allow_id_tokens=True, jwt_audiences=("desktop-app",)
+    )
+    client = await aiohttp_client(create_app(settings))
+    scoped = make_token("ops", scopes=("tinyllama/admin",))
+    grouped = _id_token(signing_key, aud="desktop-app", groups=["admin"])
+    for token in (scoped, grouped):
+        response = await client.get("/usage", headers={"Authorization": f"Bearer {token}"})
+        assert response.status == 200
+        assert "subjects" in await response.json()
