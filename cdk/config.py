@@ -38,8 +38,9 @@ class EnvConfig:
     # Network
     nat_gateways: int = 0
 
-    # HTTPS: an ACM certificate in the stack's region. Required where
-    # ``require_https``; ``-c certificate_arn=...`` overrides it.
+    # HTTPS: an existing ACM certificate in the stack's region, or (without
+    # one) a DNS-validated certificate the stack requests for api_domain_name.
+    # Required where ``require_https``; ``-c certificate_arn=...`` overrides it.
     certificate_arn: str | None = None
     require_https: bool = True
     api_domain_name: str | None = None  # CNAME to the ALB; used for API_URL
@@ -101,10 +102,11 @@ class EnvConfig:
             raise ConfigError(
                 f"{self.name}: {self.certificate_arn!r} is not an ACM certificate ARN"
             )
-        if self.require_https and self.certificate_arn is None:
+        if self.require_https and self.certificate_arn is None and self.api_domain_name is None:
             raise ConfigError(
-                f"environment {self.name!r} requires HTTPS: set certificate_arn in "
-                "cdk/config.py or pass -c certificate_arn=arn:aws:acm:REGION:ACCOUNT:certificate/ID"
+                f"environment {self.name!r} requires HTTPS: set api_domain_name (the stack "
+                "requests a DNS-validated certificate) or certificate_arn in cdk/config.py, or "
+                "pass -c certificate_arn=arn:aws:acm:REGION:ACCOUNT:certificate/ID"
             )
         if not _GITHUB_REPO.match(self.github_repo):
             raise ConfigError(f"{self.name}: github_repo must look like owner/name")
@@ -119,8 +121,10 @@ class EnvConfig:
 
     @property
     def https(self) -> bool:
-        """Whether the ALB terminates TLS (a certificate is configured)."""
-        return self.certificate_arn is not None
+        """Whether the ALB terminates TLS (a certificate is given or requested)."""
+        return self.certificate_arn is not None or (
+            self.require_https and self.api_domain_name is not None
+        )
 
 
 _OPS_EMAIL = ("tinyllama-ops@example.com",)  # replace before the first deploy
@@ -152,6 +156,9 @@ ENVIRONMENTS: dict[str, dict[str, object]] = {
     },
     "prod": {
         "require_https": True,
+        # Replace before the first deploy; the stack requests its certificate (DNS validation:
+        # add the CNAME ACM shows, then CNAME this name to the ALB).
+        "api_domain_name": "api.tinyllama.example.com",
         "access_token_minutes": 30,
         "mfa_required": True,
         "redis_node_type": "cache.t4g.small",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -24,7 +25,8 @@ HEALTH_CHECK_PATH = "/health"
 class GatewayProps:
     """Size, scaling and edge settings of the gateway."""
 
-    certificate_arn: str | None  # None: plain HTTP on :80 (dev without a certificate)
+    certificate_arn: str | None  # an existing ACM certificate for the HTTPS listener
+    domain_name: str | None = None  # no ARN: request a DNS-validated certificate for this name
     cpu: int
     memory_mib: int
     min_tasks: int
@@ -129,13 +131,24 @@ class Gateway(Construct):
         )
         self.load_balancer.log_access_logs(self.access_logs, prefix="alb")
 
-        self.https = props.certificate_arn is not None
+        certificate = None
         if props.certificate_arn is not None:
+            certificate = elbv2.ListenerCertificate.from_arn(props.certificate_arn)
+        elif props.domain_name is not None:
+            requested = acm.Certificate(
+                self,
+                "Certificate",
+                domain_name=props.domain_name,
+                validation=acm.CertificateValidation.from_dns(),
+            )
+            certificate = elbv2.ListenerCertificate.from_certificate_manager(requested)
+        self.https = certificate is not None
+        if certificate is not None:
             self.listener = self.load_balancer.add_listener(
                 "Https",
                 port=443,
                 protocol=elbv2.ApplicationProtocol.HTTPS,
-                certificates=[elbv2.ListenerCertificate.from_arn(props.certificate_arn)],
+                certificates=[certificate],
                 ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
                 open=True,
             )

@@ -130,6 +130,7 @@ class TinyLlamaStack(Stack):
             "Gateway",
             props=GatewayProps(
                 certificate_arn=config.certificate_arn,
+                domain_name=config.api_domain_name if config.https else None,
                 cpu=config.gateway_cpu,
                 memory_mib=config.gateway_memory_mib,
                 min_tasks=config.gateway_min_tasks,

@@ -43,11 +43,27 @@ def test_app_context_certificate_overrides_table(tmp_path: Path) -> None:
     assert config.https
 
 
-@pytest.mark.parametrize("name", ["qa", "prod"])
-def test_https_environments_refuse_to_synthesize_without_certificate(name: str) -> None:
-    """qa and prod never fall back to plain HTTP: no certificate, no stack."""
+def test_https_environment_without_certificate_or_domain_is_refused() -> None:
+    """qa (no certificate, no domain) never falls back to plain HTTP: no stack."""
     with pytest.raises(ConfigError, match="requires HTTPS"):
-        load_config(name)
+        load_config("qa")
+
+
+def test_prod_requests_a_dns_validated_certificate_for_its_domain(tmp_path: Path) -> None:
+    """prod with only api_domain_name synthesizes HTTPS with a certificate the stack requests."""
+    from aws_cdk.assertions import Match
+
+    from tests.infra.conftest import synthesize
+
+    template = synthesize(load_config("prod"), tmp_path).template  # cdk-nag runs here too
+    template.has_resource_properties(
+        "AWS::CertificateManager::Certificate",
+        {"DomainName": "api.tinyllama.example.com", "ValidationMethod": "DNS"},
+    )
+    template.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::Listener",
+        {"Port": 443, "Protocol": "HTTPS", "Certificates": Match.any_value()},
+    )
 
 
 def test_certificate_must_be_an_acm_arn() -> None:
