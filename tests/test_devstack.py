@@ -133,3 +133,55 @@ def test_make_up_prints_a_curl_that_returns_generated_text(
             process.kill()
             pytest.fail("make up did not stop on Ctrl-C")
     assert process.returncode == 0, shlex.quote(Path(log.name).read_text()[-2000:])
+
+
+@pytest.mark.slow
+def test_make_up_passes_an_operator_issuer_through(tmp_path, redis_url, cache_dir, signing_key):
+    """With TINYLLAMA_JWKS_URL set, make up mints no dev key and the gateway trusts that issuer."""
+    import urllib.request
+
+    from services.devstack.identity import mint_token
+
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [signing_key.as_dict(private=False)]}))
+    port = free_port()
+    env = {
+        **os.environ,
+        "TINYLLAMA_PORT": str(port),
+        "REDIS_URL": redis_url,
+        "TINYLLAMA_DEV_KEYS": str(tmp_path / "keys"),
+        "TINYLLAMA_CACHE_DIR": str(cache_dir),
+        "TINYLLAMA_JWKS_URL": jwks.as_uri(),
+        "TINYLLAMA_JWT_ISSUER": "https://corp.example",
+        "TINYLLAMA_JWT_CLIENT_IDS": "corp-cli",
+        "TINYLLAMA_LOG_LEVEL": "WARNING",
+    }
+    log = (tmp_path / "up.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.devstack"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        output = ""
+        while time.monotonic() < deadline and "curl -s" not in output:
+            assert process.poll() is None, Path(log.name).read_text()
+            time.sleep(0.2)
+            output = Path(log.name).read_text()
+        assert "<an access token from your issuer>" in output
+        assert not (tmp_path / "keys").exists()
+        token = mint_token(
+            signing_key, subject="corp-user", issuer="https://corp.example", client_id="corp-cli"
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/gpu", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            assert json.loads(response.read())["backend"] == "local"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=40)

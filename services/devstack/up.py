@@ -50,6 +50,21 @@ def _call(url: str, *, token: str, method: str = "GET") -> dict:
         return json.loads(response.read())
 
 
+def _wait_ready(url: str, *, processes: list[subprocess.Popen[bytes]], timeout_s: float) -> dict:
+    """Wait for /ready (with an on-demand fleet it is 200 before any worker runs)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[-1]} exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=5) as response:  # noqa: S310
+                return json.loads(response.read())
+        except OSError:  # HTTPError (503) included: not ready yet
+            time.sleep(0.5)
+    raise RuntimeError(f"not ready after {timeout_s:.0f} s")
+
+
 def _wait_warm(
     url: str, *, token: str, processes: list[subprocess.Popen[bytes]], timeout_s: float
 ) -> dict:
@@ -101,7 +116,8 @@ def main() -> int:
         return 2
     _say(f"redis: {redis_url}" + (" (started here)" if redis_process else ""))
     keys_dir = Path(environ.get("TINYLLAMA_DEV_KEYS", "~/.cache/tinyllama/dev-keys")).expanduser()
-    key = ensure_dev_key(keys_dir)
+    # An operator's issuer (TINYLLAMA_JWKS_URL set) is passed through: then no dev key is minted.
+    key = None if environ.get("TINYLLAMA_JWKS_URL") else ensure_dev_key(keys_dir)
     env = build_env(environ, redis_url=redis_url, keys_dir=keys_dir)
     port = env["TINYLLAMA_PORT"]
     base = f"http://127.0.0.1:{port}"
@@ -111,11 +127,17 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         _say("starting the gateway, which starts the worker (the first run builds the demo model)")
-        admin = mint_token(key, subject="make-up", scopes=("tinyllama/admin",), ttl_s=600)
-        ready = _wait_warm(base, token=admin, processes=processes, timeout_s=600)
-        token = mint_token(key, subject="dev", ttl_s=12 * 3600)
-        _say(f"ready: model {ready.get('model')} on {base}")
-        print(f"\nexport TINYLLAMA_TOKEN={token}\n")
+        if key is None:
+            ready = _wait_ready(base, processes=processes, timeout_s=600)
+            issuer = env.get("TINYLLAMA_JWT_ISSUER", "your issuer")
+            _say(f"ready on {base} ({ready.get('reason')}); tokens come from {issuer}")
+            print("\nexport TINYLLAMA_TOKEN=<an access token from your issuer>\n")
+        else:
+            admin = mint_token(key, subject="make-up", scopes=("tinyllama/admin",), ttl_s=600)
+            ready = _wait_warm(base, token=admin, processes=processes, timeout_s=600)
+            token = mint_token(key, subject="dev", ttl_s=12 * 3600)
+            _say(f"ready: model {ready.get('model')} on {base}")
+            print(f"\nexport TINYLLAMA_TOKEN={token}\n")
         print(
             f'curl -s {base}/infer -H "Authorization: Bearer $TINYLLAMA_TOKEN" '
             "-H 'Content-Type: application/json' "
