@@ -114,6 +114,9 @@ def _registry(rest: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tinyllama`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["registry"]:
+        return _registry(argv[1:])  # its own parser, options included
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))

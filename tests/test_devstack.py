@@ -185,3 +185,15 @@ def test_make_up_passes_an_operator_issuer_through(tmp_path, redis_url, cache_di
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=40)
+
+
+def test_tinyllama_registry_delegates_to_the_registry_cli(tmp_path):
+    """`tinyllama registry ...` is the registry CLI: put then get through the file backend."""
+    env = {**os.environ, "TINYLLAMA_REGISTRY_FILE": str(tmp_path / "reg.json")}
+    put = _cli("registry", "--env", "dev", "put", "model/id", "demo", env=env)
+    assert put.returncode == 0, put.stderr
+    got = _cli("registry", "--env", "dev", "get", "model/id", env=env)
+    assert got.stdout.strip() == "demo"
+    missing = _cli("registry", "--env", "dev", "get", "nope/key", env=env)
+    assert missing.returncode == 2
+    assert "/tinyllama/dev/nope/key" in missing.stderr

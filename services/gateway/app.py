@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 from arq.connections import RedisSettings, create_pool
 
-from services.gateway import openapi, operations
+from services.gateway import openai_api, openapi, operations
 from services.gateway.admission import Admission
 from services.gateway.auth import Authenticator, JwksCache, TokenPolicy
 from services.gateway.backlog import publish_backlog
@@ -82,6 +82,7 @@ def create_app(
     app.add_routes(routes)
     app.add_routes(operations.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(openai_api.routes)
     return app
 
 

@@ -21,6 +21,14 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from services.gateway.openai_views import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelList,
+    TextCompletion,
+)
 from services.gateway.problems import PROBLEM_CONTENT_TYPE, ProblemBody
 from services.gateway.views import (
     GpuResponse,
@@ -141,6 +149,58 @@ _MODE = Query(
     ),
     schema={"type": "string", "enum": ["wait", "async", "stream"]},
 )
+
+# How a job that failed answers on the OpenAI-compatible routes (problem+json, like all errors).
+_PROBLEM_MEDIA = {
+    PROBLEM_CONTENT_TYPE: {"schema": {"$ref": REF_TEMPLATE.format(name="ProblemBody")}}
+}
+_OPENAI_FAILURES: dict[int, Reply] = {
+    409: Reply(description="The job was cancelled (`DELETE /jobs/{id}`).", media=_PROBLEM_MEDIA),
+    502: Reply(description="The worker failed the job.", media=_PROBLEM_MEDIA),
+    504: Reply(
+        description=(
+            "Not done within the gateway's wait timeout (the job goes on: poll `Location`), "
+            "or the job waited past its deadline before a worker took it."
+        ),
+        media=_PROBLEM_MEDIA,
+        headers=("Location",),
+    ),
+}
+_OPENAI_NOTE = (
+    "OpenAI-compatible: one job like `POST /infer` (same queue, limits and `Idempotency-Key`). "
+    "`model` is informational (one model is served; responses name it). Unsupported options "
+    "(`n` > 1, `logprobs`, penalties, `logit_bias`, `tools`, non-text `response_format`) are "
+    "a 422 naming their path. A prompt plus `max_tokens` past the model's context is a 400. "
+    "With `stream: true` the answer is SSE with bare `data:` lines (no `event:`), each a "
+    'chunk, then `data: [DONE]`; a failure mid-stream is `data: {"error": {...}}`.'
+)
+
+
+def _openai_completion(
+    *, path: str, operation_id: str, request: type, body: type, chunk: type
+) -> Operation:
+    """The table entry of one OpenAI-compatible completion route (chat or text)."""
+    return Operation(
+        method="post",
+        path=path,
+        operation_id=operation_id,
+        summary=f"OpenAI-compatible {body.__name__}: wait for it, or stream it",
+        tag="inference",
+        description=_OPENAI_NOTE,
+        request=request,
+        headers=("IdempotencyKey",),
+        replies={
+            200: Reply(
+                description="The finished completion; with `stream: true`, SSE chunks.",
+                body=body,
+                events={"message": chunk},
+                headers=("Location", "X-Job-Id", "X-Budget-Warning"),
+            ),
+            **_OPENAI_FAILURES,
+        },
+        problems=(400, 401, 402, 413, 415, 422, 429, 503),
+    )
+
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -284,6 +344,29 @@ OPERATIONS: tuple[Operation, ...] = (
                 media={"text/plain": {"schema": {"type": "string"}}},
             )
         },
+    ),
+    Operation(
+        method="get",
+        path="/v1/models",
+        operation_id="listModels",
+        summary="OpenAI-compatible: the model live workers serve (empty while none is ready)",
+        tag="inference",
+        replies={200: Reply(description="The served models.", body=ModelList)},
+        problems=(401,),
+    ),
+    _openai_completion(
+        path="/v1/chat/completions",
+        operation_id="createChatCompletion",
+        request=ChatCompletionRequest,
+        body=ChatCompletion,
+        chunk=ChatCompletionChunk,
+    ),
+    _openai_completion(
+        path="/v1/completions",
+        operation_id="createCompletion",
+        request=CompletionRequest,
+        body=TextCompletion,
+        chunk=TextCompletion,
     ),
     Operation(
         method="get",

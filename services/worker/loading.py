@@ -79,7 +79,10 @@ def resolve_source(settings: WorkerSettings) -> tuple[str, str, bool]:
     if source.startswith("s3://"):
         from services.worker.s3_source import download_prefix
 
-        target = download_prefix(source, cache_dir=settings.cache_dir / "s3")
+        try:
+            target = download_prefix(source, cache_dir=settings.cache_dir / "s3")
+        except Exception as exc:  # boto3's errors have no common base worth importing here
+            raise ModelLoadError(f"cannot fetch model {source}: {exc}") from exc
         return str(target), source, False
     folder = Path(source).expanduser()
     if folder.is_dir():

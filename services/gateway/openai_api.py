@@ -1,0 +1,370 @@
+"""OpenAI-compatible routes: ``GET /v1/models``, ``POST /v1/chat/completions``, ``/v1/completions``.
+
+Each request becomes one ordinary job (same budget gate, admission, queue and worker as
+``POST /infer``); this module only translates OpenAI's wire shapes to ours and back.
+Options we cannot honour are refused with a 422 naming their path, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from services.gateway import jobs
+from services.gateway.auth import Principal
+from services.gateway.budget import check_budget
+from services.gateway.openai_views import (
+    OWNER,
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    CompletionRequest,
+    Delta,
+    InputMessage,
+    Model,
+    ModelList,
+    OpenAIFinish,
+    SamplingOptions,
+    TextChoice,
+    TextCompletion,
+)
+from services.gateway.problems import REQUEST_ID, Problem, decode_body
+from services.gateway.readiness import live_workers
+from services.gateway.routes import json_response
+from services.gateway.state import STATE, GatewayState
+from services.protocol.messages import (
+    ChatMessage,
+    DoneEvent,
+    ErrorEvent,
+    GenerateRequest,
+    GenerateResult,
+    JobPayload,
+    TokenEvent,
+    Usage,
+)
+
+routes = web.RouteTableDef()
+DEFAULT_MAX_TOKENS = 128
+_SUMMARY_CHARS = 200  # GenerateRequest.prompt of a chat job: only a summary for logs
+
+# ----------------------------------------------------------------------------- handlers
+
+_UNSUPPORTED: tuple[tuple[str, Any, str], ...] = (
+    ("n", lambda v: v in (None, 1), "only n=1 is supported"),
+    ("best_of", lambda v: v in (None, 1), "only best_of=1 is supported"),
+    ("logprobs", lambda v: not v, "logprobs are not supported"),
+    ("top_logprobs", lambda v: not v, "logprobs are not supported"),
+    ("presence_penalty", lambda v: not v, "penalties are not supported"),
+    ("frequency_penalty", lambda v: not v, "penalties are not supported"),
+    ("logit_bias", lambda v: not v, "logit_bias is not supported"),
+    ("tools", lambda v: not v, "tool calling is not supported"),
+    ("tool_choice", lambda v: v in (None, "none", "auto"), "tool calling is not supported"),
+    ("response_format", lambda v: not v or v.get("type") == "text", "only text output"),
+    ("echo", lambda v: not v, "echo is not supported"),
+    ("suffix", lambda v: not v, "suffix is not supported"),
+)
+
+
+def _check_supported(body: SamplingOptions) -> None:
+    errors = [
+        {"path": f"$.{name}", "message": message}
+        for name, ok, message in _UNSUPPORTED
+        if not ok(getattr(body, name, None))
+    ]
+    if errors:
+        detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
+        raise Problem(
+            422, "unsupported-parameter", "Unsupported parameter", detail=detail, errors=errors
+        )
+
+
+async def _decode(request: web.Request, kind: type[SamplingOptions]) -> Any:
+    if request.content_type != "application/json":
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            detail="send the body as application/json",
+        )
+    body = decode_body(await request.read(), kind)
+    _check_supported(body)
+    return body
+
+
+def _check_size(state: GatewayState, chars: int, *, path: str) -> None:
+    if chars > state.settings.max_prompt_chars:
+        limit = state.settings.max_prompt_chars
+        raise Problem(
+            422,
+            "validation",
+            "Request body failed validation",
+            detail=f"{path} is longer than {limit} characters",
+            errors=[{"path": path, "message": "too long"}],
+        )
+
+
+def _generate_request(body: Any, *, prompt: str, chat: bool) -> GenerateRequest:
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    limit = getattr(body, "max_completion_tokens", None) or body.max_tokens
+    return GenerateRequest(
+        prompt=prompt,
+        max_new_tokens=limit or DEFAULT_MAX_TOKENS,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        stop=stop,
+        seed=body.seed,
+        chat=chat,
+    )
+
+
+def _turn(message: InputMessage) -> ChatMessage:
+    text = (
+        message.content
+        if isinstance(message.content, str)
+        else "".join(p.text for p in message.content)
+    )
+    return ChatMessage(role="system" if message.role == "developer" else message.role, content=text)
+
+
+@routes.get("/v1/models")
+async def list_models(request: web.Request) -> web.Response:
+    """The model(s) live, ready workers serve, freshest heartbeat first."""
+    state = request.app[STATE]
+    await state.authenticator.authenticate(request.headers.get("Authorization"))
+    workers = await live_workers(state.redis, max_age_s=state.settings.heartbeat_max_age_s)
+    served = dict.fromkeys(w.model for w in sorted(workers, key=lambda w: w.age_s) if w.ready)
+    now = int(time.time())
+    return json_response(ModelList(data=[Model(id=name, created=now) for name in served]))
+
+
+@routes.post("/v1/chat/completions")
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """Answer a conversation: the worker renders the turns with the model's chat template."""
+    state = request.app[STATE]
+    principal = await state.authenticator.authenticate(request.headers.get("Authorization"))
+    body: ChatCompletionRequest = await _decode(request, ChatCompletionRequest)
+    turns = [_turn(m) for m in body.messages]
+    _check_size(state, sum(len(t.content) for t in turns), path="$.messages")
+    last = next((t.content for t in reversed(turns) if t.role == "user" and t.content), "")
+    summary = last[:_SUMMARY_CHARS] or "(chat)"
+    generate = _generate_request(body, prompt=summary, chat=True)
+    return await _answer(request, state, principal, body, generate=generate, messages=turns)
+
+
+@routes.post("/v1/completions")
+async def completions(request: web.Request) -> web.StreamResponse:
+    """Continue one prompt as plain text."""
+    state = request.app[STATE]
+    principal = await state.authenticator.authenticate(request.headers.get("Authorization"))
+    body: CompletionRequest = await _decode(request, CompletionRequest)
+    _check_size(state, len(body.prompt), path="$.prompt")
+    generate = _generate_request(body, prompt=body.prompt, chat=False)
+    return await _answer(request, state, principal, body, generate=generate, messages=[])
+
+
+async def _answer(
+    request: web.Request,
+    state: GatewayState,
+    principal: Principal,
+    body: SamplingOptions,
+    *,
+    generate: GenerateRequest,
+    messages: list[ChatMessage],
+) -> web.StreamResponse:
+    """Submit the job like ``POST /infer`` does, then wait for it or stream it."""
+    warning = await check_budget(state)
+    now = time.time()
+    payload = JobPayload(
+        job_id=uuid.uuid4().hex,
+        subject=principal.subject,
+        request=generate,
+        enqueued_at=now,
+        deadline=now + state.settings.job_deadline_s,
+        request_id=request.get(REQUEST_ID, ""),
+        messages=messages,
+    )
+    submitted = await state.admission.submit(
+        payload, idempotency_key=request.headers.get("Idempotency-Key")
+    )
+    job_id = submitted.job_id
+    headers = {"Location": f"/jobs/{job_id}"}
+    if warning:
+        headers["X-Budget-Warning"] = warning
+    shape = _Shape(chat=bool(messages), job_id=job_id, created=int(now))
+    if body.stream:
+        model = await _served_model(state) or body.model or OWNER
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        headers["X-Job-Id"] = job_id
+        return await _stream(request, state, shape, model=model, usage=usage, headers=headers)
+    final = await jobs.wait_for_end(state.redis, job_id, timeout_s=state.settings.wait_timeout_s)
+    if final is None:
+        raise _timeout(job_id, headers)
+    if isinstance(final, ErrorEvent):
+        raise _failure(final.code, final.message)
+    assert isinstance(final, DoneEvent)
+    result = final.result
+    _observe(state, result)
+    return json_response(shape.completion(result), headers=headers)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Shape:
+    """Which OpenAI object family a job answers in, with its id and creation time."""
+
+    chat: bool
+    job_id: str
+    created: int
+
+    @property
+    def id(self) -> str:
+        return f"{'chatcmpl' if self.chat else 'cmpl'}-{self.job_id}"
+
+    def completion(self, result: GenerateResult) -> ChatCompletion | TextCompletion:
+        finish = _finish_reason(result)
+        common = {"id": self.id, "created": self.created, "model": result.model}
+        if self.chat:
+            message = AssistantMessage(content=result.text)
+            choice = ChatChoice(message=message, finish_reason=finish)
+            return ChatCompletion(**common, choices=[choice], usage=result.usage)
+        choices = [TextChoice(text=result.text, finish_reason=finish)]
+        return TextCompletion(**common, choices=choices, usage=result.usage)
+
+    def chunk(self, model: str, *, delta: Delta, finish: Any = None) -> Any:
+        common = {"id": self.id, "created": self.created, "model": model}
+        if self.chat:
+            return ChatCompletionChunk(
+                **common, choices=[ChunkChoice(delta=delta, finish_reason=finish)]
+            )
+        choice = TextChoice(text=delta.content or "", finish_reason=finish)
+        return TextCompletion(**common, choices=[choice])
+
+    def usage_chunk(self, model: str, usage: Usage) -> Any:
+        kind = ChatCompletionChunk if self.chat else TextCompletion
+        return kind(id=self.id, created=self.created, model=model, choices=[], usage=usage)
+
+
+def _finish_reason(result: GenerateResult) -> OpenAIFinish:
+    if result.finish_reason in ("stop", "length"):
+        return result.finish_reason
+    raise _failure(result.finish_reason, f"the job ended {result.finish_reason}")
+
+
+# A failed job's code -> (status, problem slug, title). The client's fault is a 4xx, a worker
+# that cannot run it now a 503 (retry), one that broke a 502; anything unknown is ours too.
+_FAILURES: dict[str, tuple[int, str, str]] = {
+    "request_too_large": (400, "request-too-large", "Prompt plus max_tokens exceeds the model"),
+    "cancelled": (409, "job-cancelled", "The job was cancelled"),
+    "expired": (504, "job-expired", "The job did not start before its deadline"),
+    "shutdown": (503, "worker-unavailable", "The worker could not run the job"),
+    "engine_restarted": (503, "worker-unavailable", "The worker could not run the job"),
+    "engine_unavailable": (503, "worker-unavailable", "The worker could not run the job"),
+}
+
+
+def _failure(code: str, message: str) -> Problem:
+    """A failed job as the client sees it."""
+    status, slug, title = _FAILURES.get(code, (502, "worker-failed", "The worker failed the job"))
+    retry_after = 5.0 if status == 503 else None
+    return Problem(status, slug, title, detail=f"{code}: {message}", retry_after=retry_after)
+
+
+def _timeout(job_id: str, headers: dict[str, str]) -> Problem:
+    detail = f"job {job_id} is not done within the wait timeout; it goes on: GET /jobs/{job_id}"
+    return Problem(504, "wait-timeout", "The job is still running", detail=detail, headers=headers)
+
+
+def _observe(state: GatewayState, result: GenerateResult) -> None:
+    m = state.metrics
+    m.e2e.observe(result.timings.total_s)
+    m.queue_time.observe(result.timings.queued_s)
+    if result.timings.first_token_s is not None:
+        m.ttft.observe(result.timings.first_token_s)
+
+
+async def _served_model(state: GatewayState) -> str | None:
+    workers = await live_workers(state.redis, max_age_s=state.settings.heartbeat_max_age_s)
+    ready = sorted((w for w in workers if w.ready), key=lambda w: w.age_s)
+    return ready[0].model if ready else None
+
+
+async def _stream(
+    request: web.Request,
+    state: GatewayState,
+    shape: _Shape,
+    *,
+    model: str,
+    usage: bool,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """SSE as OpenAI sends it: role chunk, content deltas, finish chunk, ``data: [DONE]``.
+
+    A failure becomes ``data: {"error": ...}`` (OpenAI's clients raise it); a client that
+    leaves mid-stream cancels its job.
+    """
+    deadline = time.monotonic() + state.settings.job_deadline_s + 5
+    shown = 0
+    finished = False
+    async with sse_response(
+        request, allow_all_methods=True, ping_interval=state.settings.sse_ping_s, headers=headers
+    ) as response:
+
+        async def send(value: object) -> None:
+            await response.send(msgspec.json.encode(value).decode())
+
+        try:
+            if shape.chat:
+                await send(shape.chunk(model, delta=Delta(role="assistant", content="")))
+            async for _, event in jobs.stream_events(state.redis, shape.job_id, deadline=deadline):
+                if event is None and (request.transport is None or request.transport.is_closing()):
+                    return response  # gone while the job waits: the finally cancels it
+                if isinstance(event, TokenEvent):
+                    # A re-run job repeats offsets we already sent: send only what is new.
+                    end = event.offset + len(event.text)
+                    if end > shown:
+                        text = event.text[max(0, shown - event.offset) :]
+                        shown = end
+                        await send(shape.chunk(model, delta=Delta(content=text)))
+                elif isinstance(event, DoneEvent):
+                    finished = True
+                    _observe(state, event.result)
+                    finish = _finish_reason(event.result)
+                    await send(shape.chunk(model, delta=Delta(), finish=finish))
+                    if usage:
+                        await send(shape.usage_chunk(model, event.result.usage))
+                    await response.send("[DONE]")
+                elif isinstance(event, ErrorEvent):
+                    finished = True
+                    raise _failure(event.code, event.message)
+            if not finished:
+                finished = True
+                raise _timeout(shape.job_id, headers)
+        except Problem as problem:
+            error = {"message": problem.detail, "type": problem.slug, "code": problem.status}
+            with contextlib.suppress(ConnectionResetError):
+                await send({"error": {**error, "param": None}})
+        except ConnectionResetError:
+            pass  # the client left: the finally cancels its job
+        finally:
+            if not finished:
+                # Nobody wants the rest of the job: stop paying for it.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(
+                        jobs.cancel_job(
+                            state.redis,
+                            shape.job_id,
+                            queue_name=state.settings.queue_name,
+                            ttl_s=state.settings.result_ttl_s,
+                        )
+                    )
+    return response
