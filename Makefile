@@ -60,6 +60,8 @@ bench-worker: $(STAMP)
 	$(PY) bench/worker.py
 
 bench-gateway: $(STAMP)
+	$(PIP) install -q -r bench/peers/requirements.txt
+	command -v wrk >/dev/null || (apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk))
 	$(PY) bench/gateway.py
 
 synth: install

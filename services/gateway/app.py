@@ -51,18 +51,29 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         exc.headers["X-Request-Id"] = request_id
         raise
     finally:
-        access_log.info(
-            "request",
-            extra={
-                "request_id": request_id,
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "remote": request.remote,
-                "forwarded_for": request.headers.get("X-Forwarded-For", ""),
-            },
-        )
+        elapsed = time.perf_counter() - started
+        state = request.app.get(STATE)
+        if state is not None:
+            # Label by route template (/jobs/{job_id}), never the raw path: bounded cardinality.
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            state.metrics.requests.labels(
+                route=route, method=request.method, status=str(status)
+            ).inc()
+            state.metrics.latency.labels(route=route).observe(elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "remote": request.remote,
+                    "forwarded_for": request.headers.get("X-Forwarded-For", ""),
+                },
+            )
 
 
 def create_app(

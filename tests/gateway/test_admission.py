@@ -175,3 +175,18 @@ async def test_access_log_is_json_with_forwarded_for_and_no_secrets(gateway, mak
     assert token not in text
     assert "not-a-real-token-zzz" not in text
     assert "my secret prompt" not in text
+
+
+async def test_metrics_count_requests_by_route_template_and_status(gateway, make_token):
+    """/metrics counts requests per route template (not raw path) and status."""
+    headers = _auth(make_token("counted"))
+    await gateway.post("/infer?mode=async", json={"prompt": "x"}, headers=headers)
+    await gateway.get("/jobs/abc", headers=headers)
+    await gateway.get("/jobs/def", headers=headers)
+    text = await (await gateway.get("/metrics")).text()
+    assert 'tinyllama_http_requests_total{method="POST",route="/infer",status="202"} 1.0' in text
+    assert (
+        'tinyllama_http_requests_total{method="GET",route="/jobs/{job_id}",status="404"} 2.0'
+        in text
+    )
+    assert "tinyllama_queue_depth 1.0" in text
