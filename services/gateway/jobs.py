@@ -84,7 +84,8 @@ return {1, ARGV[1]}
 
 # Cancel a job that no worker has taken yet: drop it from the queue and end its stream.
 _CANCEL_QUEUED = LuaScript("""
--- KEYS: 1 queue, 2 arq job key, 3 our job hash, 4 events stream, 5 arq in-progress key
+-- KEYS: 1 queue, 2 arq job key, 3 our job hash, 4 events stream, 5 arq in-progress key,
+--       6 result key, 7 done latch
 -- ARGV: 1 job id, 2 encoded final event, 3 ttl s
 -- ARQ keeps a running job in the queue until it ends: in-progress means "running".
 if redis.call('EXISTS', KEYS[5]) == 0 and redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
@@ -92,6 +93,9 @@ if redis.call('EXISTS', KEYS[5]) == 0 and redis.call('ZREM', KEYS[1], ARGV[1]) =
   redis.call('HSET', KEYS[3], 'status', 'cancelled')
   redis.call('XADD', KEYS[4], '*', 'e', ARGV[2])
   redis.call('EXPIRE', KEYS[4], ARGV[3])
+  redis.call('SET', KEYS[6], ARGV[2], 'EX', ARGV[3], 'NX')
+  redis.call('RPUSH', KEYS[7], '1')
+  redis.call('EXPIRE', KEYS[7], ARGV[3])
   return 1
 end
 return 0
@@ -241,12 +245,18 @@ async def stream_events(
 
 
 async def wait_for_end(redis: Redis, job_id: str, *, timeout_s: float) -> JobEvent | None:
-    """The job's final event, or ``None`` if it did not end within ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    async for _, event in stream_events(redis, job_id, deadline=deadline):
-        if isinstance(event, (DoneEvent, ErrorEvent)):
-            return event
-    return None
+    """The job's final event, or ``None`` if it did not end within ``timeout_s``.
+
+    Blocks on the job's done latch (one wake-up per job, not one per token); the
+    latch is pushed back after waking so every other waiter on the job wakes too.
+    """
+    raw = await redis.get(names.result_key(job_id))
+    if raw is None and timeout_s > 0:
+        latch = names.done_key(job_id)
+        if await redis.blpop([latch], timeout=max(0.01, timeout_s)) is not None:
+            await redis.rpush(latch, b"1")
+            raw = await redis.get(names.result_key(job_id))
+    return decode_event(raw) if raw is not None else None
 
 
 def _text(value: bytes | str | None) -> str:
@@ -288,10 +298,11 @@ async def cancel_job(redis: Redis, job_id: str, *, queue_name: str, ttl_s: int) 
         names.job_key(job_id),
         names.events_key(job_id),
         in_progress_key_prefix + job_id,
+        names.result_key(job_id),
+        names.done_key(job_id),
     ]
     dropped = await run_script(redis, _CANCEL_QUEUED, keys, [job_id, encode_event(final), ttl_s])
     if int(dropped) == 1:
-        await redis.set(names.result_key(job_id), encode_event(final), ex=ttl_s, nx=True)
         return True
     async with redis.pipeline(transaction=False) as pipe:
         pipe.set(names.cancel_key(job_id), b"1", ex=ttl_s)

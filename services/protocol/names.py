@@ -20,6 +20,14 @@ def result_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{job_id}:result"
 
 
+def done_key(job_id: str) -> str:
+    """A latch (a one-element list) pushed once the result exists: waiters BLPOP it.
+
+    A waiter in ``wait`` mode wakes once per job instead of once per token.
+    """
+    return f"{KEY_PREFIX}:job:{job_id}:done"
+
+
 def job_key(job_id: str) -> str:
     """A hash with the job's owner, status and timestamps."""
     return f"{KEY_PREFIX}:job:{job_id}"

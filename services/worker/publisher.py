@@ -82,10 +82,13 @@ class EventPublisher:
             return False
         if self._writer is not None:
             await self._writer.flush()  # every token lands before the final event
+        latch = names.done_key(self._job_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xadd(self._key, {"e": encode_event(event)})
             pipe.expire(self._key, self._ttl_s)
             pipe.hset(names.job_key(self._job_id), "status", status)
+            pipe.rpush(latch, b"1")  # after the result key: a woken waiter finds it
+            pipe.expire(latch, self._ttl_s)
             await pipe.execute()
         return True
 
