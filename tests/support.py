@@ -145,3 +145,18 @@ def read_json_lines(text: str) -> list[dict]:
             except ValueError:
                 pass
     return out
+
+
+async def read_sse(response) -> list[tuple[str | None, dict]]:
+    """Read a Server-Sent Events response until its ``done`` or ``error`` event."""
+    events: list[tuple[str | None, dict]] = []
+    event = None
+    async for raw in response.content:
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            events.append((event, json.loads(line[5:])))
+            if event in ("done", "error"):
+                break
+    return events

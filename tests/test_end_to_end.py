@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 
+from tests.support import read_sse
+
 pytestmark = pytest.mark.slow
 
 
@@ -106,18 +108,7 @@ async def test_stream_mode_sends_deltas_then_done(gateway, ready_worker, make_to
     )
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
-    events = []
-    event = None
-    async for raw in response.content:
-        line = raw.decode().rstrip("\r\n")
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            import json
-
-            events.append((event, json.loads(line[5:])))
-            if event in ("done", "error"):
-                break
+    events = await read_sse(response)
     names = [e for e, _ in events]
     assert names[-1] == "done"
     streamed = "".join(d["text"] for e, d in events if e == "token")

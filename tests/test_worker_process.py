@@ -17,20 +17,6 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def _read_sse(response) -> list[tuple[str, dict]]:
-    events: list[tuple[str, dict]] = []
-    event = None
-    async for raw in response.content:
-        line = raw.decode().rstrip("\r\n")
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            events.append((event, json.loads(line[5:])))
-            if event in ("done", "error"):
-                break
-    return events
-
-
 async def _wait_status(gateway, url: str, headers: dict, wanted: set[str], timeout_s: float):
     job = {}
     for _ in range(int(timeout_s / 0.05)):

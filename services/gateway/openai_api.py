@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -20,7 +19,6 @@ from aiohttp_sse import sse_response
 
 from services.gateway import jobs
 from services.gateway.auth import Principal
-from services.gateway.budget import check_budget
 from services.gateway.openai_views import (
     OWNER,
     AssistantMessage,
@@ -39,9 +37,9 @@ from services.gateway.openai_views import (
     TextChoice,
     TextCompletion,
 )
-from services.gateway.problems import REQUEST_ID, Problem, decode_body
+from services.gateway.problems import Problem, decode_body
 from services.gateway.readiness import live_workers
-from services.gateway.routes import json_response
+from services.gateway.routes import json_response, submit_generation
 from services.gateway.state import STATE, GatewayState
 from services.protocol.messages import (
     ChatMessage,
@@ -49,7 +47,6 @@ from services.protocol.messages import (
     ErrorEvent,
     GenerateRequest,
     GenerateResult,
-    JobPayload,
     TokenEvent,
     Usage,
 )
@@ -183,25 +180,14 @@ async def _answer(
     messages: list[ChatMessage],
 ) -> web.StreamResponse:
     """Submit the job like ``POST /infer`` does, then wait for it or stream it."""
-    warning = await check_budget(state)
-    now = time.time()
-    payload = JobPayload(
-        job_id=uuid.uuid4().hex,
-        subject=principal.subject,
-        request=generate,
-        enqueued_at=now,
-        deadline=now + state.settings.job_deadline_s,
-        request_id=request.get(REQUEST_ID, ""),
-        messages=messages,
-    )
-    submitted = await state.admission.submit(
-        payload, idempotency_key=request.headers.get("Idempotency-Key")
+    payload, submitted, warning = await submit_generation(
+        request, state, principal.subject, generate, messages=messages
     )
     job_id = submitted.job_id
     headers = {"Location": f"/jobs/{job_id}"}
     if warning:
         headers["X-Budget-Warning"] = warning
-    shape = _Shape(chat=bool(messages), job_id=job_id, created=int(now))
+    shape = _Shape(chat=bool(messages), job_id=job_id, created=int(payload.enqueued_at))
     if body.stream:
         model = await _served_model(state) or body.model or OWNER
         usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -19,6 +19,7 @@ from services.gateway.readiness import live_workers
 from services.gateway.state import STATE, GatewayState
 from services.gateway.views import HealthResponse, JobError, JobResponse, ReadyResponse
 from services.protocol.messages import (
+    ChatMessage,
     DoneEvent,
     ErrorEvent,
     GenerateRequest,
@@ -142,6 +143,35 @@ async def _read_body(request: web.Request, state: GatewayState) -> GenerateReque
     return body
 
 
+async def submit_generation(
+    request: web.Request,
+    state: GatewayState,
+    subject: str,
+    body: GenerateRequest,
+    *,
+    messages: list[ChatMessage] | None = None,
+) -> tuple[JobPayload, jobs.Submitted, str | None]:
+    """Budget gate, then one admitted job: what /infer and the OpenAI routes share.
+
+    Returns the payload, the submission and a budget warning (or ``None``).
+    """
+    warning = await check_budget(state)
+    now = time.time()
+    payload = JobPayload(
+        job_id=uuid.uuid4().hex,
+        subject=subject,
+        request=body,
+        enqueued_at=now,
+        deadline=now + state.settings.job_deadline_s,
+        request_id=request.get(REQUEST_ID, ""),
+        messages=messages or [],
+    )
+    submitted = await state.admission.submit(
+        payload, idempotency_key=request.headers.get("Idempotency-Key")
+    )
+    return payload, submitted, warning
+
+
 @routes.post("/infer")
 async def infer(request: web.Request) -> web.StreamResponse:
     """Generate text for one prompt: wait for it, get a job URL, or stream it."""
@@ -149,19 +179,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
     principal = await state.authenticator.authenticate(request.headers.get("Authorization"))
     mode = _mode(request)
     body = await _read_body(request, state)
-    warning = await check_budget(state)
-    now = time.time()
-    payload = JobPayload(
-        job_id=uuid.uuid4().hex,
-        subject=principal.subject,
-        request=body,
-        enqueued_at=now,
-        deadline=now + state.settings.job_deadline_s,
-        request_id=request.get(REQUEST_ID, ""),
-    )
-    submitted = await state.admission.submit(
-        payload, idempotency_key=request.headers.get("Idempotency-Key")
-    )
+    payload, submitted, warning = await submit_generation(request, state, principal.subject, body)
     job_id = submitted.job_id
     headers = {"Location": _job_url(job_id)}
     if warning:

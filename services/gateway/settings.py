@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from services.registry import keys
 from services.registry.layering import layered_environ, redis_url_with_password
-from services.registry.values import parse_bool, parse_list
+from services.registry.values import parse_list, read_fields
 
 # Which registry key feeds which setting (an environment variable of the same meaning wins).
 REGISTRY_SOURCES: dict[str, str] = {
@@ -82,57 +82,46 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
     """
     environ = layered_environ(environ, sources=REGISTRY_SOURCES)
     defaults = GatewaySettings()
-    values: dict[str, object] = {}
-    text = {
-        "env": "TINYLLAMA_ENV",
-        "host": "TINYLLAMA_HOST",
-        "redis_url": "REDIS_URL",
-        "queue_name": "TINYLLAMA_QUEUE_NAME",
-        "jwt_issuer": "TINYLLAMA_JWT_ISSUER",
-        "jwks_url": "TINYLLAMA_JWKS_URL",
-        "admin_scope": "TINYLLAMA_ADMIN_SCOPE",
-        "fleet": "TINYLLAMA_FLEET",
-        "gpu_cluster": "TINYLLAMA_GPU_CLUSTER",
-        "gpu_service": "TINYLLAMA_GPU_SERVICE",
-        "gpu_instance_type": "TINYLLAMA_GPU_INSTANCE_TYPE",
-    }
-    for field, name in text.items():
-        if (value := _get(environ, name)) is not None:
-            values[field] = value
-    numbers: dict[str, tuple[str, type]] = {
-        "port": ("TINYLLAMA_PORT", int),
-        "jwt_leeway_s": ("TINYLLAMA_JWT_LEEWAY", int),
-        "jwks_refresh_s": ("TINYLLAMA_JWKS_REFRESH", float),
-        "rate_limit": ("TINYLLAMA_RATE_LIMIT", float),
-        "max_queue_depth": ("TINYLLAMA_MAX_QUEUE_DEPTH", int),
-        "max_body_bytes": ("TINYLLAMA_MAX_BODY_BYTES", int),
-        "max_prompt_chars": ("TINYLLAMA_MAX_PROMPT_CHARS", int),
-        "wait_timeout_s": ("TINYLLAMA_WAIT_TIMEOUT", float),
-        "job_deadline_s": ("TINYLLAMA_JOB_DEADLINE", float),
-        "heartbeat_max_age_s": ("TINYLLAMA_HEARTBEAT_MAX_AGE", float),
-        "sse_ping_s": ("TINYLLAMA_SSE_PING", float),
-        "idle_unit_s": ("TINYLLAMA_IDLE_UNIT_S", float),
-        "fleet_tick_s": ("TINYLLAMA_FLEET_TICK", float),
-        "fleet_start_timeout_s": ("TINYLLAMA_FLEET_START_TIMEOUT", float),
-        "gpu_workers": ("TINYLLAMA_GPU_WORKERS", int),
-        "gpu_hourly_price_usd": ("TINYLLAMA_GPU_HOURLY_PRICE", float),
-        "budget_warn_usd": ("TINYLLAMA_BUDGET_WARN_USD", float),
-        "budget_hard_stop_usd": ("TINYLLAMA_BUDGET_HARD_STOP_USD", float),
-    }
-    for field, (name, kind) in numbers.items():
-        if (value := _get(environ, name)) is not None:
-            try:
-                values[field] = kind(value)
-            except ValueError:
-                raise ValueError(f"{name} must be a number, got {value!r}") from None
+    values: dict[str, object] = read_fields(
+        environ,
+        fields={
+            "env": ("TINYLLAMA_ENV", str),
+            "host": ("TINYLLAMA_HOST", str),
+            "redis_url": ("REDIS_URL", str),
+            "queue_name": ("TINYLLAMA_QUEUE_NAME", str),
+            "jwt_issuer": ("TINYLLAMA_JWT_ISSUER", str),
+            "jwks_url": ("TINYLLAMA_JWKS_URL", str),
+            "admin_scope": ("TINYLLAMA_ADMIN_SCOPE", str),
+            "fleet": ("TINYLLAMA_FLEET", str),
+            "gpu_cluster": ("TINYLLAMA_GPU_CLUSTER", str),
+            "gpu_service": ("TINYLLAMA_GPU_SERVICE", str),
+            "gpu_instance_type": ("TINYLLAMA_GPU_INSTANCE_TYPE", str),
+            "port": ("TINYLLAMA_PORT", int),
+            "jwt_leeway_s": ("TINYLLAMA_JWT_LEEWAY", int),
+            "jwks_refresh_s": ("TINYLLAMA_JWKS_REFRESH", float),
+            "rate_limit": ("TINYLLAMA_RATE_LIMIT", float),
+            "max_queue_depth": ("TINYLLAMA_MAX_QUEUE_DEPTH", int),
+            "max_body_bytes": ("TINYLLAMA_MAX_BODY_BYTES", int),
+            "max_prompt_chars": ("TINYLLAMA_MAX_PROMPT_CHARS", int),
+            "wait_timeout_s": ("TINYLLAMA_WAIT_TIMEOUT", float),
+            "job_deadline_s": ("TINYLLAMA_JOB_DEADLINE", float),
+            "heartbeat_max_age_s": ("TINYLLAMA_HEARTBEAT_MAX_AGE", float),
+            "sse_ping_s": ("TINYLLAMA_SSE_PING", float),
+            "idle_unit_s": ("TINYLLAMA_IDLE_UNIT_S", float),
+            "fleet_tick_s": ("TINYLLAMA_FLEET_TICK", float),
+            "fleet_start_timeout_s": ("TINYLLAMA_FLEET_START_TIMEOUT", float),
+            "gpu_workers": ("TINYLLAMA_GPU_WORKERS", int),
+            "gpu_hourly_price_usd": ("TINYLLAMA_GPU_HOURLY_PRICE", float),
+            "budget_warn_usd": ("TINYLLAMA_BUDGET_WARN_USD", float),
+            "budget_hard_stop_usd": ("TINYLLAMA_BUDGET_HARD_STOP_USD", float),
+            "publish_metrics": ("TINYLLAMA_PUBLISH_METRICS", bool),
+            "allow_id_tokens": ("TINYLLAMA_ALLOW_ID_TOKENS", bool),
+        },
+    )
     if (value := _get(environ, "TINYLLAMA_JWT_CLIENT_IDS")) is not None:
         values["jwt_client_ids"] = parse_list(value)
     if (value := _get(environ, "TINYLLAMA_JWT_AUDIENCES")) is not None:
         values["jwt_audiences"] = parse_list(value)
-    if (value := _get(environ, "TINYLLAMA_PUBLISH_METRICS")) is not None:
-        values["publish_metrics"] = parse_bool(value, name="TINYLLAMA_PUBLISH_METRICS")
-    if (value := _get(environ, "TINYLLAMA_ALLOW_ID_TOKENS")) is not None:
-        values["allow_id_tokens"] = parse_bool(value, name="TINYLLAMA_ALLOW_ID_TOKENS")
     if _get(environ, "REDIS_PASSWORD"):
         url = str(values.get("redis_url", defaults.redis_url))
         values["redis_url"] = redis_url_with_password(url, _get(environ, "REDIS_PASSWORD"))

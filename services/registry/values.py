@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from typing import Any
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -27,3 +29,32 @@ def parse_list(text: str) -> tuple[str, ...]:
             raise ValueError(f"expected a JSON list of strings, got {text!r}")
         return tuple(i.strip() for i in items if i.strip())
     return tuple(part.strip() for part in stripped.split(",") if part.strip())
+
+
+def _present(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def read_fields(
+    environ: Mapping[str, str], *, fields: Mapping[str, tuple[str, Callable[[str], Any]]]
+) -> dict[str, Any]:
+    """Settings fields from variables: ``{field: (VARIABLE, parse)}``; unset ones are skipped.
+
+    ``parse`` is ``str``, ``int``, ``float`` or ``bool`` (read with :func:`parse_bool`);
+    a malformed value raises ``ValueError`` naming the variable.
+    """
+    values: dict[str, Any] = {}
+    for field, (name, parse) in fields.items():
+        raw = _present(environ, name)
+        if raw is None:
+            continue
+        if parse is bool:
+            values[field] = parse_bool(raw, name=name)
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError:
+            kind = getattr(parse, "__name__", "value")
+            raise ValueError(f"{name} must be a valid {kind}, got {raw!r}") from None
+    return values

@@ -56,7 +56,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
     """
     from services.registry import keys
     from services.registry.layering import layered_environ, redis_url_with_password
-    from services.registry.values import parse_bool
+    from services.registry.values import read_fields
 
     environ = layered_environ(
         environ,
@@ -66,47 +66,36 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
             keys.MODEL_ID: "TINYLLAMA_MODEL",
         },
     )
-    values: dict[str, object] = {}
-    text = {
-        "env": "TINYLLAMA_ENV",
-        "worker_id": "TINYLLAMA_WORKER_ID",
-        "redis_url": "REDIS_URL",
-        "queue_name": "TINYLLAMA_QUEUE_NAME",
-        "model": "TINYLLAMA_MODEL",
-        "device": "TINYLLAMA_DEVICE",
-        "dtype": "TINYLLAMA_DTYPE",
-        "cuda_graphs": "TINYLLAMA_CUDA_GRAPHS",
-    }
-    for field, name in text.items():
-        if (value := _get(environ, name)) is not None:
-            values[field] = value
-    numbers: dict[str, tuple[str, type]] = {
-        "threads": ("TINYLLAMA_THREADS", int),
-        "max_batch": ("TINYLLAMA_MAX_BATCH", int),
-        "max_batch_tokens": ("TINYLLAMA_MAX_BATCH_TOKENS", int),
-        "cache_tokens": ("TINYLLAMA_CACHE_TOKENS", int),
-        "block_size": ("TINYLLAMA_BLOCK_SIZE", int),
-        "max_new_tokens": ("TINYLLAMA_MAX_NEW_TOKENS", int),
-        "poll_delay_s": ("TINYLLAMA_POLL_DELAY", float),
-        "heartbeat_s": ("TINYLLAMA_HEARTBEAT", float),
-        "lease_s": ("TINYLLAMA_LEASE", float),
-        "idle_unit_s": ("TINYLLAMA_IDLE_UNIT_S", float),
-        "metrics_port": ("TINYLLAMA_METRICS_PORT", int),
-        "job_timeout_s": ("TINYLLAMA_JOB_TIMEOUT", float),
-        "drain_timeout_s": ("TINYLLAMA_DRAIN_TIMEOUT", float),
-    }
-    for field, (name, kind) in numbers.items():
-        if (value := _get(environ, name)) is not None:
-            try:
-                values[field] = kind(value)
-            except ValueError:
-                raise ValueError(f"{name} must be a number, got {value!r}") from None
+    values: dict[str, object] = read_fields(
+        environ,
+        fields={
+            "env": ("TINYLLAMA_ENV", str),
+            "worker_id": ("TINYLLAMA_WORKER_ID", str),
+            "redis_url": ("REDIS_URL", str),
+            "queue_name": ("TINYLLAMA_QUEUE_NAME", str),
+            "model": ("TINYLLAMA_MODEL", str),
+            "device": ("TINYLLAMA_DEVICE", str),
+            "dtype": ("TINYLLAMA_DTYPE", str),
+            "cuda_graphs": ("TINYLLAMA_CUDA_GRAPHS", str),
+            "threads": ("TINYLLAMA_THREADS", int),
+            "max_batch": ("TINYLLAMA_MAX_BATCH", int),
+            "max_batch_tokens": ("TINYLLAMA_MAX_BATCH_TOKENS", int),
+            "cache_tokens": ("TINYLLAMA_CACHE_TOKENS", int),
+            "block_size": ("TINYLLAMA_BLOCK_SIZE", int),
+            "max_new_tokens": ("TINYLLAMA_MAX_NEW_TOKENS", int),
+            "poll_delay_s": ("TINYLLAMA_POLL_DELAY", float),
+            "heartbeat_s": ("TINYLLAMA_HEARTBEAT", float),
+            "lease_s": ("TINYLLAMA_LEASE", float),
+            "idle_unit_s": ("TINYLLAMA_IDLE_UNIT_S", float),
+            "metrics_port": ("TINYLLAMA_METRICS_PORT", int),
+            "job_timeout_s": ("TINYLLAMA_JOB_TIMEOUT", float),
+            "drain_timeout_s": ("TINYLLAMA_DRAIN_TIMEOUT", float),
+            "publish_metrics": ("TINYLLAMA_PUBLISH_METRICS", bool),
+            "warmup": ("TINYLLAMA_WARMUP", bool),
+        },
+    )
     if (value := _get(environ, "TINYLLAMA_CACHE_DIR")) is not None:
         values["cache_dir"] = Path(value).expanduser()
-    if (value := _get(environ, "TINYLLAMA_PUBLISH_METRICS")) is not None:
-        values["publish_metrics"] = parse_bool(value, name="TINYLLAMA_PUBLISH_METRICS")
-    if (value := _get(environ, "TINYLLAMA_WARMUP")) is not None:
-        values["warmup"] = parse_bool(value, name="TINYLLAMA_WARMUP")
     if _get(environ, "REDIS_PASSWORD"):
         url = str(values.get("redis_url", WorkerSettings.redis_url))
         values["redis_url"] = redis_url_with_password(url, _get(environ, "REDIS_PASSWORD"))
