@@ -134,3 +134,23 @@ async def test_cancel_a_running_job(gateway, ready_worker, make_token):
     assert job["status"] == "cancelled", job
     assert "result" in job, job.get("error")
     assert job["result"]["usage"]["completion_tokens"] < 2000
+
+
+async def test_stream_client_that_disconnects_cancels_its_job(gateway, ready_worker, make_token):
+    """Closing an SSE stream mid-generation cancels the job: it stops using the GPU."""
+    headers = _auth(make_token("leaver"))
+    response = await gateway.post(
+        "/infer?mode=stream", json={"prompt": "go on", "max_new_tokens": 2000}, headers=headers
+    )
+    job_url = f"/jobs/{response.headers['X-Job-Id']}"
+    async for raw in response.content:
+        if raw.startswith(b"event: token"):
+            break
+    response.close()
+    for _ in range(200):
+        job = await (await gateway.get(job_url, headers=headers)).json()
+        if job["status"] == "cancelled":
+            break
+        await asyncio.sleep(0.05)
+    assert job["status"] == "cancelled"
+    assert job["result"]["usage"]["completion_tokens"] < 2000
