@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from redis.exceptions import RedisError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
@@ -111,6 +112,17 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(
             _from_http_exception(exc), request_id=request_id, instance=request.path
         )
+    except RedisError as exc:
+        # The queue is unreachable: the client did nothing wrong and may retry shortly.
+        log.warning("redis unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
+        problem = Problem(
+            503,
+            "unavailable",
+            "The queue is unavailable",
+            detail="try again shortly",
+            retry_after=2.0,
+        )
+        return problem_response(problem, request_id=request_id, instance=request.path)
     except Exception:
         log.exception("unhandled error", extra={"request_id": request_id})
         problem = Problem(500, "internal", "Internal server error", detail="see server logs")

@@ -11,6 +11,7 @@ import uuid
 import msgspec
 from aiohttp import web
 from aiohttp_sse import sse_response
+from redis.exceptions import RedisError
 
 from services.gateway import fleet, jobs
 from services.gateway.budget import check_budget
@@ -58,7 +59,7 @@ async def ready(request: web.Request) -> web.Response:
         await state.redis.ping()
         workers = await live_workers(state.redis, max_age_s=state.settings.heartbeat_max_age_s)
         depth = await jobs.queue_depth(state.redis, queue_name=state.settings.queue_name)
-    except (OSError, ConnectionError, TimeoutError) as exc:
+    except (RedisError, OSError) as exc:
         body = ReadyResponse(
             ready=False,
             reason=f"redis unreachable: {type(exc).__name__}",

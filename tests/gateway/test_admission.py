@@ -190,3 +190,28 @@ async def test_metrics_count_requests_by_route_template_and_status(gateway, make
         in text
     )
     assert "tinyllama_queue_depth 1.0" in text
+
+
+async def test_redis_outage_is_503_not_500(aiohttp_client, gateway_settings, make_token):
+    """With Redis gone the gateway answers 503 problem+json with Retry-After, never a 500."""
+    from services.devstack.redis_server import start_redis_server
+
+    url, process = start_redis_server()
+    try:
+        settings = dataclasses.replace(gateway_settings, redis_url=url)
+        client = await aiohttp_client(create_app(settings))
+        process.kill()
+        process.wait(timeout=10)
+        response = await client.post(
+            "/infer?mode=async", json={"prompt": "x"}, headers=_auth(make_token("unlucky"))
+        )
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "2"
+        assert (await response.json())["type"].endswith("/unavailable")
+        assert (await client.get("/health")).status == 200
+        ready = await client.get("/ready")
+        assert ready.status == 503
+        assert "redis unreachable" in (await ready.json())["reason"]
+    finally:
+        if process.poll() is None:
+            process.kill()
