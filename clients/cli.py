@@ -71,6 +71,18 @@ def _job_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gpu_command(args: argparse.Namespace) -> int:
+    client = _client(args)
+    actions = {"status": client.gpu, "start": client.gpu_start, "stop": client.gpu_stop}
+    print(json.dumps(actions[args.action](), indent=2))
+    return 0
+
+
+def _usage_command(args: argparse.Namespace) -> int:
+    print(json.dumps(_client(args).usage(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = argparse.ArgumentParser(prog="tinyllama", description="TinyLlama Serve client.")
@@ -83,7 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(run=_token_command)
 
     default_url = os.environ.get("TINYLLAMA_URL", "http://127.0.0.1:8080")
-    for name, helptext in (("infer", "send a prompt"), ("job", "show or cancel a job")):
+    commands = (
+        ("infer", "send a prompt"),
+        ("job", "show or cancel a job"),
+        ("gpu", "show, start or stop the GPU fleet (start/stop: admin scope)"),
+        ("usage", "your usage, cost and the budget"),
+    )
+    for name, helptext in commands:
         cmd = sub.add_parser(name, help=helptext)
         cmd.add_argument("--url", default=default_url, help="gateway URL (TINYLLAMA_URL)")
         cmd.add_argument("--token", help="bearer token (TINYLLAMA_TOKEN)")
@@ -95,10 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--stream", action="store_true", help="print tokens as they come")
             cmd.add_argument("--json", action="store_true", help="print the whole job as JSON")
             cmd.set_defaults(run=_infer_command)
-        else:
+        elif name == "job":
             cmd.add_argument("job_id")
             cmd.add_argument("--cancel", action="store_true")
             cmd.set_defaults(run=_job_command)
+        elif name == "gpu":
+            cmd.add_argument(
+                "action", nargs="?", default="status", choices=("status", "start", "stop")
+            )
+            cmd.set_defaults(run=_gpu_command)
+        else:
+            cmd.set_defaults(run=_usage_command)
 
     registry = sub.add_parser("registry", help="read and write the config registry", add_help=False)
     registry.add_argument("rest", nargs=argparse.REMAINDER)

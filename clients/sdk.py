@@ -98,3 +98,23 @@ class Client:
         """Cancel a job."""
         with self._request("DELETE", f"/jobs/{job_id}") as response:
             return json.loads(response.read())
+
+    def _json(self, method: str, path: str) -> dict[str, Any]:
+        with self._request(method, path) as response:
+            return json.loads(response.read())
+
+    def gpu(self) -> dict[str, Any]:
+        """The GPU fleet: state, workers, price, time left before the idle stop."""
+        return self._json("GET", "/gpu")
+
+    def gpu_start(self) -> dict[str, Any]:
+        """Operator: start the fleet (admin scope)."""
+        return self._json("POST", "/gpu/start")
+
+    def gpu_stop(self) -> dict[str, Any]:
+        """Operator: drain and stop the fleet (admin scope)."""
+        return self._json("POST", "/gpu/stop")
+
+    def usage(self) -> dict[str, Any]:
+        """Your usage and the budget (everyone's, with the admin scope)."""
+        return self._json("GET", "/usage")

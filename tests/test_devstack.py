@@ -197,3 +197,37 @@ def test_tinyllama_registry_delegates_to_the_registry_cli(tmp_path):
     missing = _cli("registry", "--env", "dev", "get", "nope/key", env=env)
     assert missing.returncode == 2
     assert "/tinyllama/dev/nope/key" in missing.stderr
+
+
+async def test_cli_reads_gpu_and_usage_and_refuses_stop_without_scope(gateway, make_token):
+    """`tinyllama gpu`/`usage` print JSON; `gpu stop` without the admin scope fails plainly."""
+    import asyncio
+
+    url = str(gateway.make_url("")).rstrip("/")
+
+    async def cli(*args: str, token: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "clients.cli",
+            *args,
+            "--url",
+            url,
+            "--token",
+            token,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        return process.returncode, out.decode(), err.decode()
+
+    code, out, _ = await cli("gpu", token=make_token("viewer"))
+    assert code == 0
+    assert json.loads(out)["state"] == "stopped"
+    code, out, _ = await cli("usage", token=make_token("viewer"))
+    assert json.loads(out)["subject"] == "viewer"
+    code, _, err = await cli("gpu", "stop", token=make_token("viewer"))
+    assert code == 1
+    assert "HTTP 403" in err
+    assert "Traceback" not in err
