@@ -5,7 +5,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help up test lint format install synth test-fast test-compose bench-worker bench-gateway demo-model clean
@@ -33,8 +32,9 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 install: $(STAMP) node_modules/.package-lock.json
 
+# Online, the worker fetches TinyLlama; offline (or HF_HUB_OFFLINE=1) it serves the demo model.
 up: $(STAMP)
-	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-} $(PY) -m services.devstack
+	$(PY) -m services.devstack
 
 demo-model: $(STAMP)
 	$(PY) -m services.worker.demo_model
@@ -46,11 +46,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
+# Tests never touch the hub: they build the demo model themselves.
 test: lint node_modules/.package-lock.json
-	$(PY) -m pytest
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"
 
 # Builds the images and runs docker-compose.yml under podman (needs root; installs podman).
 test-compose:

@@ -41,5 +41,13 @@ def configure_logging(*, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiohttp.access", "httpx", "urllib3", "botocore", "filelock"):
+    noisy_loggers = (
+        "aiohttp.access",
+        "httpx",
+        "urllib3",
+        "botocore",
+        "filelock",
+        "ContinuousBatchingLogger",
+    )
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(logging.WARNING)
