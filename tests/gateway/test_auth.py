@@ -179,3 +179,25 @@ async def test_admin_scope_or_cognito_group_grants_operator_routes(
         response = await client.get("/usage", headers={"Authorization": f"Bearer {token}"})
         assert response.status == 200
         assert "subjects" in await response.json()
+
+
+async def test_jwks_is_refreshed_on_a_timer(
+    aiohttp_client, gateway_settings, jwks_server, make_token, redis
+):
+    """A key published later is picked up by the periodic refresh, not only on unknown kids."""
+    import asyncio
+    import dataclasses
+
+    from services.gateway.app import create_app
+
+    settings = dataclasses.replace(
+        gateway_settings, jwks_refresh_s=0.2, jwks_unknown_kid_interval_s=3600.0
+    )
+    client = await aiohttp_client(create_app(settings))
+    assert (await _post(client, make_token())).status == 202  # the first fetch happened
+    before = jwks_server.fetches
+    later = new_rsa_key("published-later")
+    jwks_server.keys.append(later)
+    await asyncio.sleep(0.6)
+    assert jwks_server.fetches > before
+    assert (await _post(client, make_token(key=later))).status == 202

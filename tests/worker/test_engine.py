@@ -123,3 +123,36 @@ async def test_dead_generation_thread_is_rebuilt(engine, loaded_model):
         assert await _collect(engine, "after-rebuild", ids, 5)
     finally:
         watchdog.cancel()
+
+
+async def test_requests_in_flight_fail_cleanly_when_the_engine_dies(engine, loaded_model):
+    """A request running when the generation thread dies ends with an error, not a hang."""
+    from services.worker.engine import EngineError
+
+    watchdog = asyncio.create_task(engine.watch(interval_s=0.05))
+    ids = loaded_model.tokenizer("Hello")["input_ids"]
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        tokens = engine.stream("doomed", ids, max_new_tokens=2000, sampling=Sampling())
+        async with contextlib.aclosing(tokens):
+            async for _ in tokens:
+                started.set()
+                await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(consume())
+    try:
+        await asyncio.wait_for(started.wait(), timeout=30)
+        await asyncio.to_thread(engine._manager.stop, block=True, timeout=10, hard_stop=True)
+        with pytest.raises(EngineError) as failure:
+            await asyncio.wait_for(task, timeout=30)
+        # The dying manager fails what it holds; requests it did not reach fail as restarted.
+        assert failure.value.code in ("generation_failed", "engine_restarted")
+        assert engine.active == 0
+        for _ in range(100):
+            if engine.is_alive():
+                break
+            await asyncio.sleep(0.05)
+        assert await _collect(engine, "after-death", ids, 4)
+    finally:
+        watchdog.cancel()
