@@ -22,8 +22,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP): requirements/gateway.txt requirements/worker.txt requirements/dev.txt requirements/cdk.txt | $(PY)
+$(STAMP): requirements/gateway.txt requirements/worker.txt requirements/dev.txt requirements/cdk.txt pyproject.toml | $(PY)
 	$(PIP) install -q -r requirements/dev.txt -r requirements/cdk.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .   # the `tinyllama` command
 	touch $(STAMP)
 
 # The pinned CDK CLI (package-lock.json), for `npx cdk synth` and tests/infra.
