@@ -21,6 +21,7 @@ def _encode_fallback(obj: Any) -> Any:
         return f"{type(obj).__name__}: {obj}"
     if isinstance(obj, (set, frozenset)):
         return list(obj)
+    # msgspec's enc_hook protocol: NotImplementedError means "not a type I can encode".
     raise NotImplementedError(f"cannot serialize {type(obj).__name__}")
 
 

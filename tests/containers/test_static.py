@@ -134,8 +134,7 @@ def _seconds(duration: str) -> float:
 
 def test_compose_file_validates_against_the_compose_spec() -> None:
     """docker-compose.yml is valid under the compose spec schema (check-jsonschema's copy)."""
-    if importlib.util.find_spec("check_jsonschema") is None:
-        pytest.skip("check-jsonschema is not installed (requirements/dev.txt)")
+    assert importlib.util.find_spec("check_jsonschema"), "install requirements/dev.txt"
     result = subprocess.run(
         [
             sys.executable,
