@@ -77,6 +77,31 @@ def test_cli_without_token_says_how_to_get_one(tmp_path):
     assert "TINYLLAMA_TOKEN" in result.stderr
 
 
+def _start_make_up(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """Run `python -m services.devstack` (what `make up` runs) with its output in a file."""
+    log = tmp_path / "up.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.devstack"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return process, log
+
+
+def _wait_for_curl(process: subprocess.Popen, log: Path, *, timeout_s: float) -> str:
+    """Wait until make up printed its curl line; return everything it printed."""
+    deadline = time.monotonic() + timeout_s
+    output = ""
+    while time.monotonic() < deadline and "curl -s" not in output:
+        assert process.poll() is None, log.read_text()
+        time.sleep(0.2)
+        output = log.read_text()
+    return output
+
+
 @pytest.mark.slow
 def test_make_up_prints_a_curl_that_returns_generated_text(
     tmp_path, redis_url, cache_dir, demo_model_path
@@ -95,22 +120,9 @@ def test_make_up_prints_a_curl_that_returns_generated_text(
     }
     for name in ("TINYLLAMA_JWKS_URL", "TINYLLAMA_MODEL", "TINYLLAMA_ENV"):
         env.pop(name, None)
-    log = (tmp_path / "up.log").open("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.devstack"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process, log = _start_make_up(env, tmp_path)
     try:
-        deadline = time.monotonic() + 180
-        output = ""
-        while time.monotonic() < deadline and "curl -s" not in output:
-            assert process.poll() is None, Path(log.name).read_text()
-            time.sleep(0.2)
-            output = Path(log.name).read_text()
+        output = _wait_for_curl(process, log, timeout_s=180)
         token = re.search(r"export TINYLLAMA_TOKEN=(\S+)", output).group(1)
         curl = re.search(r"^curl -s .*$", output, re.MULTILINE).group(0)
         assert "RANDOM demo model" in output  # the loud fallback warning
@@ -132,7 +144,7 @@ def test_make_up_prints_a_curl_that_returns_generated_text(
         except subprocess.TimeoutExpired:
             process.kill()
             pytest.fail("make up did not stop on Ctrl-C")
-    assert process.returncode == 0, shlex.quote(Path(log.name).read_text()[-2000:])
+    assert process.returncode == 0, shlex.quote(log.read_text()[-2000:])
 
 
 @pytest.mark.slow
@@ -156,22 +168,9 @@ def test_make_up_passes_an_operator_issuer_through(tmp_path, redis_url, cache_di
         "TINYLLAMA_JWT_CLIENT_IDS": "corp-cli",
         "TINYLLAMA_LOG_LEVEL": "WARNING",
     }
-    log = (tmp_path / "up.log").open("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.devstack"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process, log = _start_make_up(env, tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        output = ""
-        while time.monotonic() < deadline and "curl -s" not in output:
-            assert process.poll() is None, Path(log.name).read_text()
-            time.sleep(0.2)
-            output = Path(log.name).read_text()
+        output = _wait_for_curl(process, log, timeout_s=120)
         assert "<an access token from your issuer>" in output
         assert not (tmp_path / "keys").exists()
         token = mint_token(
