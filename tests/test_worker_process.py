@@ -124,14 +124,24 @@ async def test_oversized_request_fails_cleanly_and_worker_keeps_serving(
     assert small["status"] == "succeeded"
 
 
-async def test_worker_serves_prometheus_metrics(gateway, worker_factory, redis, make_token):
+async def test_worker_serves_prometheus_metrics(
+    aiohttp_client, gateway_settings, worker_factory, redis, make_token
+):
     """The worker's /metrics counts generated tokens and observes time to first token."""
+    import dataclasses
+
     import aiohttp
 
     from services.devstack.redis_server import free_port
+    from services.gateway.app import create_app
 
+    # A queue of its own: other workers of this module must not take the job.
+    queue = "arq:queue:metrics-test"
+    gateway = await aiohttp_client(
+        create_app(dataclasses.replace(gateway_settings, queue_name=queue))
+    )
     port = free_port()
-    worker = worker_factory(TINYLLAMA_METRICS_PORT=str(port))
+    worker = worker_factory(TINYLLAMA_METRICS_PORT=str(port), TINYLLAMA_QUEUE_NAME=queue)
     await worker.ready(redis)
     job = await (
         await gateway.post(
