@@ -80,7 +80,7 @@ async def test_async_mode_then_poll(gateway, ready_worker, make_token):
     )
     assert response.status == 202
     url = response.headers["Location"]
-    for _ in range(200):
+    for _ in range(600):  # up to 30 s on a slow machine
         job = await (await gateway.get(url, headers=headers)).json()
         if job["status"] == "succeeded":
             break
@@ -124,10 +124,12 @@ async def test_cancel_a_running_job(gateway, ready_worker, make_token):
         headers=headers,
     )
     url = response.headers["Location"]
-    for _ in range(100):
+    for _ in range(1500):  # up to 30 s on a slow machine
         if (await (await gateway.get(url, headers=headers)).json())["status"] == "running":
             break
         await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the job never started running")
     cancelled = await gateway.delete(url, headers=headers)
     assert cancelled.status == 200
     job = await cancelled.json()
@@ -147,7 +149,7 @@ async def test_stream_client_that_disconnects_cancels_its_job(gateway, ready_wor
         if raw.startswith(b"event: token"):
             break
     response.close()
-    for _ in range(200):
+    for _ in range(600):  # up to 30 s on a slow machine
         job = await (await gateway.get(job_url, headers=headers)).json()
         if job["status"] == "cancelled":
             break
