@@ -13,7 +13,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cdk.log_groups import create_log_group
-from cdk.nag import acknowledge
+from cdk.nag import acknowledge, acknowledge_task_definition
 
 CONTAINER_NAME = "gateway"
 CONTAINER_PORT = 8080
@@ -210,18 +210,7 @@ class Gateway(Construct):
             reason="this bucket receives the ALB access logs; logging the log bucket "
             "itself would recurse",
         )
-        acknowledge(
-            self.task_definition,
-            "AwsSolutions-ECS2",
-            reason="only non-secret bootstrap values (environment name, registry "
-            "backend); the Redis password comes from Secrets Manager as an ECS secret",
-        )
-        acknowledge(
-            self.task_definition,
-            "AwsSolutions-IAM5[Resource::*]",
-            reason="ecr:GetAuthorizationToken has no resource-level permissions; "
-            "cloudwatch:PutMetricData is limited by a namespace condition",
-        )
+        acknowledge_task_definition(self.task_definition)
 
     @property
     def url(self) -> str:

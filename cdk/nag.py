@@ -13,6 +13,22 @@ def acknowledge(construct: IConstruct, rule_id: str, *, reason: str) -> None:
     Validations.of(construct).acknowledge(Acknowledgment(id=rule_id, reason=reason))
 
 
+def acknowledge_task_definition(task_definition: IConstruct) -> None:
+    """The findings every service task definition of this stack accepts, with why."""
+    acknowledge(
+        task_definition,
+        "AwsSolutions-ECS2",
+        reason="only non-secret bootstrap values (environment name, registry "
+        "backend); the Redis password comes from Secrets Manager as an ECS secret",
+    )
+    acknowledge(
+        task_definition,
+        "AwsSolutions-IAM5[Resource::*]",
+        reason="ecr:GetAuthorizationToken has no resource-level permissions; "
+        "cloudwatch:PutMetricData is limited by a namespace condition",
+    )
+
+
 def rendered(scope: IConstruct, value: str) -> str:
     """Render ``value`` the way cdk-nag names it in finding ids.
 

@@ -24,7 +24,7 @@ from constructs import Construct
 
 from cdk.log_groups import create_log_group
 from cdk.metrics import DIMENSION, NAMESPACE, QUEUE_DEPTH
-from cdk.nag import acknowledge
+from cdk.nag import acknowledge, acknowledge_task_definition
 
 CONTAINER_NAME = "worker"
 WORKER_COMMAND = ["python", "-m", "services.worker"]
@@ -165,18 +165,7 @@ class Worker(Construct):
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
         )
         self._add_queue_scaling(props)
-        acknowledge(
-            self.task_definition,
-            "AwsSolutions-ECS2",
-            reason="only non-secret bootstrap values (environment name, registry "
-            "backend); the Redis password comes from Secrets Manager as an ECS secret",
-        )
-        acknowledge(
-            self.task_definition,
-            "AwsSolutions-IAM5[Resource::*]",
-            reason="ecr:GetAuthorizationToken has no resource-level permissions; "
-            "cloudwatch:PutMetricData is limited by a namespace condition",
-        )
+        acknowledge_task_definition(self.task_definition)
 
     def _instance_role(self) -> iam.Role:
         """The GPU hosts' role: what the ECS agent needs, each action named."""
