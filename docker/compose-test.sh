@@ -8,13 +8,17 @@
 # Needs: Debian 12 host, root, internet for apt and PyPI (not for torch: the CPU
 # wheel is taken from TINYLLAMA_TORCH_WHEEL or /opt/wheels, never downloaded).
 # No image registry is used: a Debian bookworm rootfs (debootstrap) stands in for
-# every base image the Dockerfiles and compose name (see /work/shared/NOTES.md).
+# every base image the Dockerfiles and compose name. The base is built from nothing
+# whenever the cache below holds none (every CI run on a new machine); the cache only
+# saves minutes. Every chroot step runs with a clean environment (HOST_ENV_FREE below):
+# a host TMPDIR, proxy or locale inside a fresh rootfs breaks dpkg's scripts.
 # Everything podman creates lives under one temporary folder and is removed on exit,
 # pass or fail. Knobs (environment):
 #   TINYLLAMA_COMPOSE_PORT   host port for the gateway (default 18080)
 #   TINYLLAMA_TORCH_WHEEL    path of torch-<pin>+cpu-cp311-*.whl (default: search /opt/wheels)
 #   TINYLLAMA_BASE_CACHE     folder that keeps the base rootfs tarball between runs on one
-#                            machine (default /var/tmp/tinyllama-compose-base; "" disables)
+#                            machine (default /var/tmp/tinyllama-compose-base);
+#                            TINYLLAMA_BASE_CACHE= (empty) forces a cold build, as on a new machine
 #   TINYLLAMA_DEBIAN_MIRROR  default http://deb.debian.org/debian
 #   TINYLLAMA_KEEP=1         leave the stack running and skip clean-up (debugging)
 set -euo pipefail
@@ -32,6 +36,11 @@ WHEEL_DIR=$ROOT/docker/wheels
 COPIED_WHEEL=""
 tools_pid=""
 build_pids=()
+
+# Commands that run inside the new rootfs see only this environment, never the host's
+# (its TMPDIR points at a folder the rootfs does not have, for one).
+HOST_ENV_FREE=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive)
 
 say() { echo "[compose-test +$(($(date +%s) - STARTED))s] $*"; }
 die() { say "FAILED: $*" >&2; exit 1; }
@@ -167,11 +176,12 @@ if [ -n "$base_tar" ] && [ -s "$base_tar" ]; then
 else
   say "debootstrap bookworm (minbase) + $BASE_PACKAGES"
   rootfs=$WORK/rootfs
-  timeout 600 debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
+  timeout 600 "${HOST_ENV_FREE[@]}" debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" \
+    >"$WORK/debootstrap.log" 2>&1 ||
     { tail -20 "$WORK/debootstrap.log"; die "debootstrap failed"; }
   printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"  # no daemons start in the chroot
   chmod +x "$rootfs/usr/sbin/policy-rc.d"
-  timeout 600 chroot "$rootfs" /bin/sh -c "export DEBIAN_FRONTEND=noninteractive;
+  timeout 600 "${HOST_ENV_FREE[@]}" chroot "$rootfs" /bin/sh -c "
       apt-get update -qq && apt-get install -y -qq --no-install-recommends $BASE_PACKAGES &&
       apt-get clean && rm -rf /var/lib/apt/lists/*" >"$WORK/chroot.log" 2>&1 ||
     { tail -20 "$WORK/chroot.log"; die "apt-get in the chroot failed"; }

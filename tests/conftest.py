@@ -21,10 +21,37 @@ from redis.asyncio import Redis
 
 from services.devstack.redis_server import redis_answers, start_redis_server
 from services.gateway.settings import GatewaySettings
+from services.protocol.process import become_subreaper
 from services.worker.demo_model import build_demo_model, default_demo_path
-from tests.support import ROOT, JwksServer, WorkerProcess, new_rsa_key, worker_env
+from tests.support import (
+    ROOT,
+    JwksServer,
+    WorkerProcess,
+    new_rsa_key,
+    reap_strays,
+    worker_env,
+)
 
 TEST_DB = 15
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(pytestconfig: pytest.Config) -> Iterator[None]:
+    """Every process the tests started is gone when the run ends.
+
+    The run adopts orphans (a worker whose gateway died), and whatever is still
+    alive at the end is killed and named, so ``make test`` never leaves a project
+    process behind, and a leak shows up in the output instead of in the next run.
+    """
+    become_subreaper()
+    yield
+    strays = reap_strays()
+    if strays:
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            for line in ["killed processes a test left running:", *strays]:
+                reporter.write_line(f"[tests] {line}", yellow=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 from aiohttp import web
 from joserfc.jwk import RSAKey
 from redis.asyncio import Redis
@@ -85,6 +88,68 @@ def worker_env(*, redis_url: str, model_path: Path, cache_dir: Path, **overrides
     return env
 
 
+def group_members(pgid: int) -> list[psutil.Process]:
+    """The live (non-zombie) processes of process group ``pgid``."""
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+        except (OSError, psutil.Error):
+            continue
+    return members
+
+
+def kill_group(pgid: int, *, grace_s: float = 10.0) -> list[str]:
+    """SIGTERM a whole process group, SIGKILL what is left after ``grace_s``.
+
+    Returns the command lines that needed SIGKILL (empty when everything stopped).
+    A test that starts processes starts them in a group of their own and calls this
+    on teardown, pass or fail: nothing it started can outlive it.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    killed = []
+    for process in group_members(pgid):
+        with contextlib.suppress(psutil.Error):
+            killed.append(" ".join(process.cmdline()))
+            process.kill()
+    return killed
+
+
+# What the project starts: its services, the CLI, make up's make, a private redis-server.
+# (Library helpers such as jsii's node process stop on their own at exit.)
+_PROJECT_PROCESS = re.compile(r"-m (services|clients)\.|redis-server|\bmake\b")
+
+
+def reap_strays() -> list[str]:
+    """Kill and reap every project process still below this one; return their command lines.
+
+    With the test run as the subreaper (``become_subreaper``), orphans whose parent
+    died are re-parented here instead of to init, so this sees them too.
+    """
+    strays = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(process.cmdline())
+            if not _PROJECT_PROCESS.search(command):
+                continue
+            if process.status() != psutil.STATUS_ZOMBIE:
+                strays.append(command)
+            process.kill()
+    while True:  # reap whatever was re-parented here and has exited
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+    return strays
+
+
 class WorkerProcess:
     """A real worker process; ``ready()`` waits for its first ready heartbeat."""
 
@@ -100,6 +165,7 @@ class WorkerProcess:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: stop() can sweep anything it started
         )
 
     async def ready(self, redis: Redis, *, timeout_s: float = 120.0) -> None:
@@ -131,6 +197,7 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             code = self.process.wait()
+        kill_group(self.process.pid, grace_s=1.0)
         self._log.close()
         return code
 

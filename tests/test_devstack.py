@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -10,13 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from services.devstack.identity import NotLocalError, ensure_dev_key, require_local
 from services.devstack.redis_server import free_port
-from tests.support import ROOT
+from tests.support import ROOT, group_members, kill_group
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -77,18 +79,42 @@ def test_cli_without_token_says_how_to_get_one(tmp_path):
     assert "TINYLLAMA_TOKEN" in result.stderr
 
 
-def _start_make_up(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    """Run `python -m services.devstack` (what `make up` runs) with its output in a file."""
+def _start_make_up(
+    env: dict[str, str], tmp_path: Path, *, command: list[str] | None = None
+) -> tuple[subprocess.Popen, Path]:
+    """Run ``make up``'s program (or ``command``) in a group of its own, output to a file."""
     log = tmp_path / "up.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.devstack"],
+        command or [sys.executable, "-m", "services.devstack"],
         cwd=ROOT,
         env=env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # pgid == pid: teardown can reach every process it started
     )
     return process, log
+
+
+@contextlib.contextmanager
+def _owned_group(process: subprocess.Popen) -> Iterator[None]:
+    """On the way out, pass or fail, nothing of the group ``process`` leads survives."""
+    try:
+        yield
+    finally:
+        leftovers = kill_group(process.pid, grace_s=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        assert not leftovers, f"needed SIGKILL: {leftovers}"
+
+
+def _interrupt_and_wait(process: subprocess.Popen, log: Path, *, timeout_s: float) -> int:
+    """Ctrl-C as a terminal sends it (SIGINT to the whole group); wait for make up to exit."""
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"make up did not stop on Ctrl-C in {timeout_s} s: {log.read_text()[-2000:]}")
 
 
 def _wait_for_curl(process: subprocess.Popen, log: Path, *, timeout_s: float) -> str:
@@ -99,18 +125,19 @@ def _wait_for_curl(process: subprocess.Popen, log: Path, *, timeout_s: float) ->
         assert process.poll() is None, log.read_text()
         time.sleep(0.2)
         output = log.read_text()
+    assert "curl -s" in output, f"no curl line after {timeout_s} s: {output[-2000:]}"
     return output
 
 
-@pytest.mark.slow
-def test_make_up_prints_a_curl_that_returns_generated_text(
-    tmp_path, redis_url, cache_dir, demo_model_path
-):
-    """`make up`'s stack comes up offline on the demo model; its printed curl gets text back."""
-    port = free_port()
+def _make_up_env(tmp_path: Path, *, redis_url: str, cache_dir: Path) -> dict[str, str]:
+    """A developer's shell, pointed at an empty test Redis, the test cache and a free port."""
+    from redis import Redis
+
+    with Redis.from_url(redis_url) as client:  # no fleet state left by an earlier stack
+        client.flushdb()
     env = {
         **os.environ,
-        "TINYLLAMA_PORT": str(port),
+        "TINYLLAMA_PORT": str(free_port()),
         "TINYLLAMA_DEV_KEYS": str(tmp_path / "keys"),
         "TINYLLAMA_CACHE_DIR": str(cache_dir),
         "REDIS_URL": redis_url,
@@ -120,8 +147,17 @@ def test_make_up_prints_a_curl_that_returns_generated_text(
     }
     for name in ("TINYLLAMA_JWKS_URL", "TINYLLAMA_MODEL", "TINYLLAMA_ENV"):
         env.pop(name, None)
+    return env
+
+
+@pytest.mark.slow
+def test_make_up_prints_a_curl_that_returns_generated_text(
+    tmp_path, redis_url, cache_dir, demo_model_path
+):
+    """`make up`'s stack comes up offline on the demo model; its printed curl gets text back."""
+    env = _make_up_env(tmp_path, redis_url=redis_url, cache_dir=cache_dir)
     process, log = _start_make_up(env, tmp_path)
-    try:
+    with _owned_group(process):
         output = _wait_for_curl(process, log, timeout_s=180)
         token = re.search(r"export TINYLLAMA_TOKEN=(\S+)", output).group(1)
         curl = re.search(r"^curl -s .*$", output, re.MULTILINE).group(0)
@@ -137,14 +173,33 @@ def test_make_up_prints_a_curl_that_returns_generated_text(
         assert job["status"] == "succeeded", result.stdout
         assert job["result"]["model"] == "tinyllama-demo"
         assert job["result"]["usage"]["completion_tokens"] > 0
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            pytest.fail("make up did not stop on Ctrl-C")
-    assert process.returncode == 0, shlex.quote(log.read_text()[-2000:])
+        code = _interrupt_and_wait(process, log, timeout_s=40)
+    assert code == 0, shlex.quote(log.read_text()[-2000:])
+
+
+@pytest.mark.slow
+def test_make_up_started_with_sigint_ignored_stops_on_kill_int(
+    tmp_path, redis_url, cache_dir, demo_model_path
+):
+    """`(trap '' INT; exec make up) &` stops, every process of it, on kill -INT to its group."""
+    env = _make_up_env(tmp_path, redis_url=redis_url, cache_dir=cache_dir)
+    # make up's own recipe with the interpreter running these tests (no venv rebuild).
+    make_up = f"make --no-print-directory -o .venv/.installed up PY={shlex.quote(sys.executable)}"
+    command = ["bash", "-c", f"trap '' INT; exec {make_up}"]
+    process, log = _start_make_up(env, tmp_path, command=command)
+    with _owned_group(process):
+        _wait_for_curl(process, log, timeout_s=180)
+        started = {p.pid for p in group_members(process.pid)}
+        assert len(started) >= 3, "make, make up and the gateway at least"
+        os.killpg(process.pid, signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while group_members(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            process.poll()  # reap make itself
+        left = [" ".join(p.cmdline()) for p in group_members(process.pid)]
+        assert not left, f"still running 10 s after kill -INT: {left}\n{log.read_text()[-2000:]}"
+    assert process.returncode == 0, log.read_text()[-2000:]
+    assert "[make up] stopped" in log.read_text()
 
 
 @pytest.mark.slow
@@ -156,20 +211,15 @@ def test_make_up_passes_an_operator_issuer_through(tmp_path, redis_url, cache_di
 
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [signing_key.as_dict(private=False)]}))
-    port = free_port()
     env = {
-        **os.environ,
-        "TINYLLAMA_PORT": str(port),
-        "REDIS_URL": redis_url,
-        "TINYLLAMA_DEV_KEYS": str(tmp_path / "keys"),
-        "TINYLLAMA_CACHE_DIR": str(cache_dir),
+        **_make_up_env(tmp_path, redis_url=redis_url, cache_dir=cache_dir),
         "TINYLLAMA_JWKS_URL": jwks.as_uri(),
         "TINYLLAMA_JWT_ISSUER": "https://corp.example",
         "TINYLLAMA_JWT_CLIENT_IDS": "corp-cli",
-        "TINYLLAMA_LOG_LEVEL": "WARNING",
     }
+    port = env["TINYLLAMA_PORT"]
     process, log = _start_make_up(env, tmp_path)
-    try:
+    with _owned_group(process):
         output = _wait_for_curl(process, log, timeout_s=120)
         assert "<an access token from your issuer>" in output
         assert not (tmp_path / "keys").exists()
@@ -181,9 +231,7 @@ def test_make_up_passes_an_operator_issuer_through(tmp_path, redis_url, cache_di
         )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             assert json.loads(response.read())["backend"] == "local"
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=40)
+        assert _interrupt_and_wait(process, log, timeout_s=40) == 0
 
 
 def test_tinyllama_registry_delegates_to_the_registry_cli(tmp_path):

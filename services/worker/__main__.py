@@ -8,7 +8,10 @@ import sys
 
 def main() -> int:
     """Pin CPU threads before torch loads, then run the worker."""
+    from services.protocol.process import reset_signals
     from services.worker.settings import load_settings
+
+    reset_signals()
 
     try:
         settings = load_settings(os.environ)
@@ -31,7 +34,7 @@ def main() -> int:
     except ModelLoadError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # stopped before it was ready
         pass
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from typing import Any
 
 from arq.connections import RedisSettings, create_pool
@@ -84,8 +85,18 @@ def build_worker(
     )
 
 
+def _stop_on_signals(task: asyncio.Task[Any] | None) -> None:
+    """Until ARQ takes over: SIGINT or SIGTERM during load or warm-up cancels ``serve``."""
+    if task is None:
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+
+
 async def serve(settings: WorkerSettings) -> None:
     """Run until a signal stops the ARQ worker; always stop the engine thread on the way out."""
+    _stop_on_signals(asyncio.current_task())
     loaded = await asyncio.to_thread(load_model, settings)
     metrics = WorkerMetrics()
     metrics.serve(settings.metrics_port)
@@ -93,13 +104,11 @@ async def serve(settings: WorkerSettings) -> None:
     ready = asyncio.Event()
     leases = Leases(lease_s=settings.lease_s)
     redis = await create_pool(redis_settings(settings.redis_url))
-    worker = build_worker(
-        settings=settings, engine=engine, leases=leases, writer=StreamWriter(redis)
-    )
     heart = asyncio.create_task(
         run_heartbeats(redis, engine=engine, settings=settings, ready=ready, leases=leases)
     )
     watchdog: asyncio.Task[None] | None = None
+    worker: Worker | None = None
     cloudwatch = (
         asyncio.create_task(publish_heartbeat_metric(env=settings.env, ready=ready))
         if settings.publish_metrics
@@ -108,6 +117,11 @@ async def serve(settings: WorkerSettings) -> None:
     try:
         await engine.start()  # includes the warm-up generation
         watchdog = asyncio.create_task(engine.watch())
+        # Built only now: ARQ's signal handlers drain a running worker, but a signal that
+        # reaches them before ``async_run`` is swallowed and the worker would never stop.
+        worker = build_worker(
+            settings=settings, engine=engine, leases=leases, writer=StreamWriter(redis)
+        )
         ready.set()
         log.info(
             "worker ready",
@@ -124,8 +138,9 @@ async def serve(settings: WorkerSettings) -> None:
                     await task
         with contextlib.suppress(Exception):
             await withdraw(redis, worker_id=settings.worker_id)
-        with contextlib.suppress(Exception):
-            await worker.close()
+        if worker is not None:
+            with contextlib.suppress(Exception):
+                await worker.close()
         await engine.stop()
         await redis.aclose()
         log.info("worker stopped")
