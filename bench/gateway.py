@@ -42,10 +42,11 @@ sys.path.insert(0, str(ROOT))
 
 from services.devstack.identity import mint_token  # noqa: E402
 from services.devstack.redis_server import find_redis, free_port  # noqa: E402
+from services.protocol import names  # noqa: E402
 
 ISSUER = "https://issuer.bench/pool"
 CLIENT_ID = "bench-client"
-QUEUE = "arq:queue:bench"
+QUEUE = f"{names.QUEUE_NAME}:bench"
 BODY = {"prompt": "Write a haiku about queues.", "max_new_tokens": 64, "temperature": 0.7}
 TARGET_RATIO = 3.5
 TARGET_P99_MS = 20.0

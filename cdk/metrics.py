@@ -1,15 +1,22 @@
 """Custom CloudWatch metric names shared by the alarms and the scaling policies.
 
-The gateway publishes the queue metrics and the worker its heartbeat, each
-once a minute, with the dimension ``Environment=<env>``. The services must
-use these exact names (they belong in ``services/protocol`` once it exists).
+The gateway publishes the queue metrics and the worker its heartbeat, each once a
+minute, with the dimension ``Environment=<env>``. The names are declared once, in
+``services/protocol/telemetry.py``, which the services publish with.
 """
 
 from __future__ import annotations
 
-NAMESPACE = "TinyLlama"
-DIMENSION = "Environment"
+from services.protocol.telemetry import (
+    CLOUDWATCH_DIMENSION as DIMENSION,
+)
+from services.protocol.telemetry import (
+    CLOUDWATCH_NAMESPACE as NAMESPACE,
+)
+from services.protocol.telemetry import (
+    QUEUE_DEPTH,
+    QUEUE_OLDEST_AGE,
+    WORKER_HEARTBEAT,
+)
 
-QUEUE_DEPTH = "QueueDepth"  # jobs queued or running (Maximum per minute)
-QUEUE_OLDEST_AGE = "QueueOldestJobAgeSeconds"  # age of the oldest queued job
-WORKER_HEARTBEAT = "WorkerHeartbeat"  # 1 per live worker per minute
+__all__ = ["DIMENSION", "NAMESPACE", "QUEUE_DEPTH", "QUEUE_OLDEST_AGE", "WORKER_HEARTBEAT"]

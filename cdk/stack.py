@@ -22,12 +22,12 @@ from cdk.observability import ENV_TAG, Observability, ObservabilityProps
 from cdk.redis_queue import Queue
 from cdk.registry import SsmRegistry
 from cdk.worker import Worker, WorkerProps
+from services.protocol.names import QUEUE_NAME
 from services.registry import keys
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GATEWAY_DOCKERFILE = "docker/gateway.Dockerfile"
 WORKER_DOCKERFILE = "docker/worker.Dockerfile"
-QUEUE_NAME = "arq:queue"
 # The build context is the repo root; keep bulky caches and tool trees out of
 # the asset (and out of its fingerprint). The Dockerfiles own the rest.
 ASSET_EXCLUDE = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import uuid
@@ -165,9 +166,38 @@ def make_token(signing_key):
 
 
 @pytest.fixture
+def local_backend(redis_url, demo_model_path, cache_dir):
+    """A LocalFleet that starts real worker processes on the demo model (short leases)."""
+    from services.gateway.fleet.backends import LocalFleet
+
+    env = worker_env(
+        redis_url=redis_url,
+        model_path=demo_model_path,
+        cache_dir=cache_dir,
+        TINYLLAMA_DRAIN_TIMEOUT="5",
+        TINYLLAMA_IDLE_UNIT_S="2",
+        TINYLLAMA_LEASE="3",
+    )
+    return LocalFleet(environ=env, drain_timeout_s=5)
+
+
+@pytest.fixture
+def fleet_settings(gateway_settings):
+    """Fleet control on: one idle 'minute' of 2 s, quick ticks, a generous start timeout."""
+    return dataclasses.replace(
+        gateway_settings,
+        fleet="local",
+        idle_unit_s=2.0,
+        fleet_tick_s=0.2,
+        heartbeat_max_age_s=3.0,
+        fleet_start_timeout_s=120,
+    )
+
+
+@pytest.fixture
 async def gateway(aiohttp_client, gateway_settings, redis):
     """The real gateway app on a real loopback socket."""
-    from services.gateway.app import create_app
+    from services.gateway.http.app import create_app
 
     return await aiohttp_client(create_app(gateway_settings))
 

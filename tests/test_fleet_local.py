@@ -8,40 +8,11 @@ import time
 
 import pytest
 
-from services.gateway import fleet
-from services.gateway.app import create_app
-from services.gateway.fleet_backends import LocalFleet
+from services.gateway.http.app import create_app
 from services.worker.metering import add_gpu_seconds
-from tests.support import worker_env
 
 pytestmark = pytest.mark.slow
 ADMIN = ("tinyllama/admin",)
-
-
-@pytest.fixture
-def local_backend(redis_url, demo_model_path, cache_dir):
-    """A LocalFleet that starts real worker processes on the demo model."""
-    env = worker_env(
-        redis_url=redis_url,
-        model_path=demo_model_path,
-        cache_dir=cache_dir,
-        TINYLLAMA_DRAIN_TIMEOUT="5",
-        TINYLLAMA_IDLE_UNIT_S="2",
-    )
-    return LocalFleet(environ=env, drain_timeout_s=5)
-
-
-@pytest.fixture
-def fleet_settings(gateway_settings):
-    """Fleet control on, with one idle 'minute' shortened to 2 s."""
-    return dataclasses.replace(
-        gateway_settings,
-        fleet="local",
-        idle_unit_s=2.0,
-        fleet_tick_s=0.2,
-        heartbeat_max_age_s=3.0,
-        fleet_start_timeout_s=120,
-    )
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -116,9 +87,11 @@ async def test_request_starts_idle_stops_operator_stops(
         for line in metrics.splitlines()
         if line and not line.startswith("#")
     }
-    assert values["tinyllama_generation_tokens_total"] == usage["month"]["completion_tokens"]
-    assert values["tinyllama_gpu_seconds_total"] > 0
-    assert values['tinyllama_fleet_state{state="stopped"}'] == 1.0
+    assert (
+        values["tinyllama_gateway_month_generation_tokens"] == usage["month"]["completion_tokens"]
+    )
+    assert values["tinyllama_gateway_month_gpu_seconds"] > 0
+    assert values['tinyllama_gateway_fleet_state{state="stopped"}'] == 1.0
 
 
 async def test_budget_hard_stop_refuses_jobs_and_stops_the_fleet(
@@ -129,8 +102,10 @@ async def test_budget_hard_stop_refuses_jobs_and_stops_the_fleet(
         fleet_settings, budget_hard_stop_usd=0.01, gpu_hourly_price_usd=3.6
     )
     client = await aiohttp_client(create_app(settings, fleet_backend=local_backend))
-    await local_backend.start()
-    await fleet.write_state(redis, "ready", reason="test", clear_wanted=True)
+    assert (
+        await client.post("/gpu/start", headers=_auth(make_token("ops", scopes=ADMIN)))
+    ).status == 202
+    await _wait_gpu(client, _auth(make_token("ops")), "ready", timeout_s=90)
     await add_gpu_seconds(redis, 20.0, now=time.time())  # $0.02 at $3.60/h
     user = _auth(make_token("spender"))
     response = await client.post("/infer", json={"prompt": "hi"}, headers=user)

@@ -9,8 +9,8 @@ import openai
 import pytest
 from aiohttp import web
 
-from services.gateway import openai_api
-from services.gateway.app import create_app
+from services.gateway.http.app import create_app
+from services.gateway.openai_api import routes as openai_routes
 
 slow = pytest.mark.slow  # needs a real worker process with the demo model
 CHAT = [{"role": "user", "content": "Hello, llama!"}]
@@ -19,7 +19,7 @@ CHAT = [{"role": "user", "content": "Hello, llama!"}]
 def with_openai_routes(app: web.Application) -> web.Application:
     """Add the ``/v1`` routes unless ``create_app`` already wires them."""
     if not any(r.canonical == "/v1/models" for r in app.router.resources()):
-        app.add_routes(openai_api.routes)
+        app.add_routes(openai_routes.routes)
     return app
 
 

@@ -133,7 +133,7 @@ async def test_worker_serves_prometheus_metrics(
     import aiohttp
 
     from services.devstack.redis_server import free_port
-    from services.gateway.app import create_app
+    from services.gateway.http.app import create_app
 
     # A queue of its own: other workers of this module must not take the job.
     queue = "arq:queue:metrics-test"
@@ -161,9 +161,10 @@ async def test_worker_serves_prometheus_metrics(
         if line and not line.startswith("#")
     }
     assert (
-        values["tinyllama_generation_tokens_total"] == job["result"]["usage"]["completion_tokens"]
+        values["tinyllama_worker_generation_tokens_total"]
+        == job["result"]["usage"]["completion_tokens"]
     )
-    assert values["tinyllama_time_to_first_token_seconds_count"] == 1.0
-    assert 'tinyllama_jobs_total{outcome="length"}' in values or (
-        'tinyllama_jobs_total{outcome="stop"}' in values
+    assert values["tinyllama_worker_time_to_first_token_seconds_count"] == 1.0
+    assert 'tinyllama_worker_jobs_total{outcome="length"}' in values or (
+        'tinyllama_worker_jobs_total{outcome="stop"}' in values
     )

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from services.gateway.app import create_app
-from services.gateway.fleet_backends import EcsFleet, FleetBackend, LocalFleet, NoFleet
+from services.gateway.fleet.backends import EcsFleet, FleetBackend, LocalFleet, NoFleet
+from services.gateway.http.app import create_app
 from services.gateway.settings import GatewaySettings, load_settings
 from services.protocol.logs import configure_logging
 from services.protocol.process import reset_signals
@@ -29,7 +29,7 @@ def build_backend(settings: GatewaySettings, *, environ: Mapping[str, str]) -> F
 
 
 def main() -> int:
-    """Load settings from the environment and run the app (keep-alive outlives an ALB's 60 s)."""
+    """Load settings from the environment and run the app (keep-alive outlives the ALB's)."""
     reset_signals()  # run_app then handles SIGINT and SIGTERM, even if our parent ignored them
     configure_logging(level=os.environ.get("TINYLLAMA_LOG_LEVEL", "INFO"))
     try:

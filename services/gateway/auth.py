@@ -22,7 +22,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from services.gateway.problems import Problem
+from services.gateway.http.problems import Problem
 
 log = logging.getLogger("tinyllama.gateway.auth")
 ALGORITHMS = ["RS256"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from services.protocol import names
 from services.registry import keys
 from services.registry.layering import layered_environ, redis_url_with_password
-from services.registry.values import parse_list, read_fields
+from services.registry.values import parse_list, present, read_fields
 
 # Which registry key feeds which setting (an environment variable of the same meaning wins).
 REGISTRY_SOURCES: dict[str, str] = {
@@ -37,7 +38,7 @@ class GatewaySettings:
     host: str = "127.0.0.1"
     port: int = 8080
     redis_url: str = dataclasses.field(default="redis://127.0.0.1:6379/0", repr=False)
-    queue_name: str = "arq:queue"
+    queue_name: str = names.QUEUE_NAME
     jwt_issuer: str = "tinyllama-local"
     jwks_url: str = ""
     jwt_client_ids: tuple[str, ...] = ("tinyllama-local",)
@@ -68,11 +69,6 @@ class GatewaySettings:
     budget_warn_usd: float = 0.0
     budget_hard_stop_usd: float = 0.0
     publish_metrics: bool = False  # CloudWatch backlog for the autoscaler (AWS)
-
-
-def _get(environ: Mapping[str, str], name: str) -> str | None:
-    value = environ.get(name)
-    return value if value not in (None, "") else None
 
 
 def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
@@ -118,13 +114,13 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
             "allow_id_tokens": ("TINYLLAMA_ALLOW_ID_TOKENS", bool),
         },
     )
-    if (value := _get(environ, "TINYLLAMA_JWT_CLIENT_IDS")) is not None:
+    if (value := present(environ, "TINYLLAMA_JWT_CLIENT_IDS")) is not None:
         values["jwt_client_ids"] = parse_list(value)
-    if (value := _get(environ, "TINYLLAMA_JWT_AUDIENCES")) is not None:
+    if (value := present(environ, "TINYLLAMA_JWT_AUDIENCES")) is not None:
         values["jwt_audiences"] = parse_list(value)
-    if _get(environ, "REDIS_PASSWORD"):
+    if present(environ, "REDIS_PASSWORD"):
         url = str(values.get("redis_url", defaults.redis_url))
-        values["redis_url"] = redis_url_with_password(url, _get(environ, "REDIS_PASSWORD"))
+        values["redis_url"] = redis_url_with_password(url, present(environ, "REDIS_PASSWORD"))
     settings = dataclasses.replace(defaults, **values)
     if not settings.jwks_url:
         raise ValueError(

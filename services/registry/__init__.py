@@ -11,7 +11,6 @@ from services.registry.cache import TtlCache
 from services.registry.errors import (
     BackendError,
     InvalidNameError,
-    InvalidValueError,
     MissingKeyError,
     RegistryError,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "BackendError",
     "FileBackend",
     "InvalidNameError",
-    "InvalidValueError",
     "MissingKeyError",
     "Parameter",
     "Registry",

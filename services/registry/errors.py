@@ -23,19 +23,6 @@ class MissingKeyError(RegistryError):
         self.path = path
 
 
-class InvalidValueError(RegistryError):
-    """A stored value cannot be read as the type the caller asked for."""
-
-    def __init__(self, key: str, *, env: str, path: str, expected: str, shown: str) -> None:
-        super().__init__(
-            f"registry key {key!r} in environment {env!r} (parameter {path}) "
-            f"is not {expected}: {shown}"
-        )
-        self.key = key
-        self.env = env
-        self.path = path
-
-
 class InvalidNameError(RegistryError):
     """A key or environment name that cannot be part of a parameter path."""
 

@@ -7,17 +7,15 @@ API is synchronous on purpose; do not call it from a request handler.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any, TypeVar
 
 from services.registry.backend import Backend, Parameter, check_env, check_key, normalize_prefix
 from services.registry.cache import TtlCache
-from services.registry.errors import InvalidValueError, MissingKeyError
+from services.registry.errors import MissingKeyError
 from services.registry.keys import parameter_path
-from services.registry.secret import MASK, Secret
-from services.registry.values import parse_bool
+from services.registry.secret import Secret
 
 logger = logging.getLogger(__name__)
 
@@ -103,39 +101,6 @@ class Registry:
         """Return ``{key: value}`` for every key under ``prefix`` (keys relative to the env)."""
         return {parameter.key: _exposed(parameter) for parameter in self.parameters(prefix)}
 
-    def get_secret(self, key: str) -> Secret:
-        """Return the value of ``key`` wrapped in a :class:`Secret`, whatever its stored type."""
-        return Secret(self.parameter(key).value)
-
-    def get_int(self, key: str) -> int:
-        """Return the value of ``key`` as an ``int``."""
-        return self._convert(key, int, expected="an integer")
-
-    def get_float(self, key: str) -> float:
-        """Return the value of ``key`` as a ``float``."""
-        return self._convert(key, float, expected="a number")
-
-    def get_bool(self, key: str) -> bool:
-        """Return the value of ``key`` read by ``services.registry.values.parse_bool``."""
-        return self._convert(key, parse_bool, expected="a boolean")
-
-    def get_json_list(self, key: str) -> list[Any]:
-        """Return the value of ``key`` parsed as a JSON list."""
-        return self._convert(key, _parse_json_list, expected="a JSON list")
-
-    def _convert(self, key: str, convert: Callable[[str], T], *, expected: str) -> T:
-        parameter = self.parameter(key)
-        try:
-            return convert(parameter.value)
-        except ValueError as error:
-            # Conversion messages may quote the value, so secure values get only the mask.
-            shown = MASK if parameter.secure else f"{parameter.value!r} ({error})"
-            raise InvalidValueError(
-                key, env=self._env, path=self.path(key), expected=expected, shown=shown
-            ) from None
-
-    # Writes ----------------------------------------------------------------
-
     def put(self, key: str, value: str | Secret, *, secure: bool = False) -> None:
         """Store ``value`` as a String, or as a SecureString when ``secure`` (or a Secret)."""
         if isinstance(value, Secret):
@@ -161,13 +126,3 @@ class Registry:
 
 def _exposed(parameter: Parameter) -> Value:
     return Secret(parameter.value) if parameter.secure else parameter.value
-
-
-def _parse_json_list(text: str) -> list[Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"invalid JSON ({error.msg})") from None
-    if isinstance(value, list):
-        return value
-    raise ValueError(f"found a JSON {type(value).__name__}")

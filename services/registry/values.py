@@ -31,7 +31,8 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in stripped.split(",") if part.strip())
 
 
-def _present(environ: Mapping[str, str], name: str) -> str | None:
+def present(environ: Mapping[str, str], name: str) -> str | None:
+    """``environ[name]``, with unset and empty both meaning "not given"."""
     value = environ.get(name)
     return value if value not in (None, "") else None
 
@@ -46,7 +47,7 @@ def read_fields(
     """
     values: dict[str, Any] = {}
     for field, (name, parse) in fields.items():
-        raw = _present(environ, name)
+        raw = present(environ, name)
         if raw is None:
             continue
         if parse is bool:

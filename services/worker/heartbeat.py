@@ -8,9 +8,9 @@ import time
 
 from redis.asyncio import Redis
 
-from services.protocol import names
+from services.protocol.heartbeats import send_heartbeat
 from services.protocol.messages import Heartbeat
-from services.protocol.serializer import encode_heartbeat
+from services.protocol.telemetry import CLOUDWATCH_NAMESPACE, WORKER_HEARTBEAT, cloudwatch_datum
 from services.worker.engine import Engine, measure_rate
 from services.worker.leases import Leases
 from services.worker.metering import add_gpu_seconds
@@ -34,23 +34,6 @@ def build_heartbeat(
         sent_at=time.time(),
         demo_model=engine.loaded.is_demo,
     )
-
-
-async def send_heartbeat(redis: Redis, beat: Heartbeat, *, ttl_s: float) -> None:
-    """Store the heartbeat (expiring) and index the worker by time."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.set(names.heartbeat_key(beat.worker_id), encode_heartbeat(beat), px=int(ttl_s * 1000))
-        pipe.zadd(names.WORKERS_SET, {beat.worker_id: beat.sent_at})
-        pipe.zremrangebyscore(names.WORKERS_SET, "-inf", beat.sent_at - 3600)
-        await pipe.execute()
-
-
-async def withdraw(redis: Redis, *, worker_id: str) -> None:
-    """Say goodbye: a stopping worker must not look ready."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.delete(names.heartbeat_key(worker_id))
-        pipe.zrem(names.WORKERS_SET, worker_id)
-        await pipe.execute()
 
 
 async def run_heartbeats(
@@ -96,19 +79,12 @@ async def publish_heartbeat_metric(
         import boto3
 
         client = boto3.client("cloudwatch")
-    datum = [
-        {
-            "MetricName": "WorkerHeartbeat",
-            "Value": 1.0,
-            "Unit": "Count",
-            "Dimensions": [{"Name": "Environment", "Value": env}],
-        }
-    ]
+    datum = [cloudwatch_datum(name=WORKER_HEARTBEAT, env=env, value=1.0, unit="Count")]
     while True:
         if ready.is_set():
             try:
                 await asyncio.to_thread(
-                    client.put_metric_data, Namespace="TinyLlama", MetricData=datum
+                    client.put_metric_data, Namespace=CLOUDWATCH_NAMESPACE, MetricData=datum
                 )
             except Exception as exc:  # an AWS hiccup must not stop the worker
                 log.warning("heartbeat metric failed: %s", exc)

@@ -1,8 +1,8 @@
 """Short leases on running jobs, so a crashed worker's jobs run again in seconds.
 
-ARQ marks a running job with ``arq:in-progress:<id>`` and only lets another
-worker take it once that key expires: by default after the longest job
-timeout plus 10 s (over ten minutes here). A live worker instead keeps the
+ARQ marks a running job with its in-progress key (``names.arq_in_progress_key``)
+and only lets another worker take it once that key expires: by default after the
+longest job timeout plus 10 s (over ten minutes here). A live worker instead keeps the
 key on a short lease and renews it with every heartbeat; when the worker
 dies (SIGKILL, lost instance) the lease runs out and another worker resumes
 the job from the tokens already published.
@@ -10,8 +10,9 @@ the job from the tokens already published.
 
 from __future__ import annotations
 
-from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
+
+from services.protocol import names
 
 
 class Leases:
@@ -24,7 +25,7 @@ class Leases:
     async def take(self, redis: Redis, job_id: str) -> None:
         """Shorten ARQ's in-progress mark of ``job_id`` to one lease."""
         self._held.add(job_id)
-        await redis.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
+        await redis.pexpire(names.arq_in_progress_key(job_id), self.lease_ms)
 
     def release(self, job_id: str) -> None:
         """Stop renewing (ARQ deletes the mark itself when the job ends)."""
@@ -36,7 +37,7 @@ class Leases:
             return
         async with redis.pipeline(transaction=False) as pipe:
             for job_id in self._held:
-                pipe.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
+                pipe.pexpire(names.arq_in_progress_key(job_id), self.lease_ms)
             await pipe.execute()
 
     def __len__(self) -> int:

@@ -14,9 +14,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.protocol import names
+from services.protocol.heartbeats import withdraw
 from services.protocol.serializer import deserialize_job, serialize_job
 from services.worker.engine import Engine
-from services.worker.heartbeat import publish_heartbeat_metric, run_heartbeats, withdraw
+from services.worker.heartbeat import publish_heartbeat_metric, run_heartbeats
 from services.worker.leases import Leases
 from services.worker.loading import load_model
 from services.worker.metrics import WorkerMetrics
@@ -64,6 +65,7 @@ def build_worker(
             leases=leases,
             worker_id=settings.worker_id,
             ttl_s=settings.result_ttl_s,
+            queue_name=settings.queue_name,
         )
 
     return BatchingWorker(

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from services.protocol import names
 from services.protocol.messages import GenerateResult
+from services.protocol.names import UsageField
 from services.protocol.periods import day_label, month_label
 
 USAGE_TTL_S = 400 * 86_400  # keep a bit more than a year of counters
@@ -34,12 +35,12 @@ async def record_job(
     """Count one finished job for its subject and for the environment, by day and month."""
     async with redis.pipeline(transaction=False) as pipe:
         for period in (day_label(now), month_label(now)):
-            for scope in (f"subject:{subject}", "env"):
+            for scope in (names.subject_scope(subject), names.ENV_SCOPE):
                 key = names.usage_key(scope=scope, period=period)
-                pipe.hincrby(key, "jobs", 1)
-                pipe.hincrby(key, "prompt_tokens", result.usage.prompt_tokens)
-                pipe.hincrby(key, "completion_tokens", result.usage.completion_tokens)
-                pipe.hincrbyfloat(key, "gpu_seconds", round(gpu_share_s, 6))
+                pipe.hincrby(key, UsageField.JOBS, 1)
+                pipe.hincrby(key, UsageField.PROMPT_TOKENS, result.usage.prompt_tokens)
+                pipe.hincrby(key, UsageField.COMPLETION_TOKENS, result.usage.completion_tokens)
+                pipe.hincrbyfloat(key, UsageField.GPU_SECONDS, round(gpu_share_s, 6))
                 pipe.expire(key, USAGE_TTL_S)
             pipe.sadd(names.usage_subjects_key(period), subject)
             pipe.expire(names.usage_subjects_key(period), USAGE_TTL_S)

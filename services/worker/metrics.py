@@ -4,62 +4,32 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from services.protocol.messages import GenerateResult
+from services.protocol.telemetry import WorkerMetricNames, prometheus
 
 log = logging.getLogger("tinyllama.worker.metrics")
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class WorkerMetrics:
-    """Names follow established inference servers (``*_time_to_first_token_seconds``, ...)."""
+    """Names (``services.protocol.telemetry``) follow established inference servers."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.ttft = Histogram(
-            "tinyllama_time_to_first_token_seconds",
-            "Job start to first generated token",
-            buckets=_LATENCY,
-            registry=r,
-        )
-        self.e2e = Histogram(
-            "tinyllama_e2e_request_latency_seconds",
-            "Enqueue to final result",
-            buckets=_LATENCY,
-            registry=r,
-        )
-        self.queue_time = Histogram(
-            "tinyllama_request_queue_time_seconds",
-            "Time a job waited before a worker took it",
-            buckets=_LATENCY,
-            registry=r,
-        )
-        self.prompt_tokens = Counter(
-            "tinyllama_prompt_tokens", "Prompt tokens processed", registry=r
-        )
-        self.generation_tokens = Counter(
-            "tinyllama_generation_tokens", "Tokens generated", registry=r
-        )
-        self.jobs = Counter(
-            "tinyllama_jobs",
-            "Jobs finished, by finish reason or error code",
-            ["outcome"],
-            registry=r,
-        )
-        self.active = Gauge("tinyllama_num_requests_running", "Sequences in the batch", registry=r)
-        self.occupancy = Gauge(
-            "tinyllama_batch_occupancy", "Running sequences / capacity", registry=r
-        )
-        self.gpu_seconds = Counter(
-            "tinyllama_gpu_seconds", "Seconds this worker held its accelerator", registry=r
-        )
-        self.tokens_per_s = Gauge(
-            "tinyllama_generation_tokens_per_second",
-            "Generation rate over the last heartbeat",
-            registry=r,
-        )
+        m = WorkerMetricNames
+        self.ttft = prometheus(m.TTFT, registry=r, buckets=_LATENCY)
+        self.e2e = prometheus(m.E2E_LATENCY, registry=r, buckets=_LATENCY)
+        self.queue_time = prometheus(m.QUEUE_TIME, registry=r, buckets=_LATENCY)
+        self.prompt_tokens = prometheus(m.PROMPT_TOKENS, registry=r)
+        self.generation_tokens = prometheus(m.GENERATION_TOKENS, registry=r)
+        self.jobs = prometheus(m.JOBS, registry=r)
+        self.active = prometheus(m.RUNNING, registry=r)
+        self.occupancy = prometheus(m.BATCH_OCCUPANCY, registry=r)
+        self.gpu_seconds = prometheus(m.GPU_SECONDS, registry=r)
+        self.tokens_per_s = prometheus(m.TOKENS_PER_S, registry=r)
 
     def observe_result(self, result: GenerateResult) -> None:
         """Record one finished job."""

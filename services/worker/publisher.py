@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from services.protocol import names
 from services.protocol.messages import DoneEvent, ErrorEvent, JobEvent, StatusEvent, TokenEvent
+from services.protocol.names import JobField
 from services.protocol.serializer import decode_event, encode_event
 
 
@@ -39,7 +40,7 @@ class StreamWriter:
             batch, self._pending = self._pending, []
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, data in batch:
-                    pipe.xadd(key, {"e": data})
+                    pipe.xadd(key, {names.EVENT_FIELD: data})
                 await pipe.execute()
 
 
@@ -47,10 +48,17 @@ class EventPublisher:
     """Appends events for one job; ``finish`` writes the result key with NX, then the event."""
 
     def __init__(
-        self, redis: Redis, job_id: str, *, ttl_s: int, writer: StreamWriter | None = None
+        self,
+        redis: Redis,
+        job_id: str,
+        *,
+        ttl_s: int,
+        queue_name: str = names.QUEUE_NAME,
+        writer: StreamWriter | None = None,
     ) -> None:
         self._redis = redis
         self._job_id = job_id
+        self._deadlines = names.deadlines_key(queue_name)
         self._ttl_s = ttl_s
         self._key = names.events_key(job_id)
         self._writer = writer
@@ -63,10 +71,10 @@ class EventPublisher:
         if self._writer is not None:
             await self._writer.flush()
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self._key, {"e": encode_event(event)})
+            pipe.xadd(self._key, {names.EVENT_FIELD: encode_event(event)})
             pipe.expire(self._key, self._ttl_s)  # set once here: a stream never lives forever
             if isinstance(event, StatusEvent):
-                pipe.hset(names.job_key(self._job_id), "status", event.status)
+                pipe.hset(names.job_key(self._job_id), JobField.STATUS, event.status)
             await pipe.execute()
 
     async def finish(self, event: DoneEvent | ErrorEvent) -> bool:
@@ -84,9 +92,10 @@ class EventPublisher:
             await self._writer.flush()  # every token lands before the final event
         latch = names.done_key(self._job_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self._key, {"e": encode_event(event)})
+            pipe.xadd(self._key, {names.EVENT_FIELD: encode_event(event)})
             pipe.expire(self._key, self._ttl_s)
-            pipe.hset(names.job_key(self._job_id), "status", status)
+            pipe.hset(names.job_key(self._job_id), JobField.STATUS, status)
+            pipe.zrem(self._deadlines, self._job_id)  # ended: nothing left for the reaper
             pipe.rpush(latch, b"1")  # after the result key: a woken waiter finds it
             pipe.expire(latch, self._ttl_s)
             await pipe.execute()
@@ -101,7 +110,7 @@ class EventPublisher:
         shown = 0
         count = 0
         for _, fields in await self._redis.xrange(self._key):
-            event = decode_event(fields[b"e"])
+            event = decode_event(fields[names.EVENT_FIELD.encode()])
             if isinstance(event, TokenEvent):
                 ids.extend(event.token_ids)
                 shown = max(shown, event.offset + len(event.text))

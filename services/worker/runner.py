@@ -15,7 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.protocol import names
-from services.protocol.idle import raise_idle_deadline
+from services.protocol.fleet import raise_idle_deadline
 from services.protocol.messages import (
     ChatMessage,
     DoneEvent,
@@ -66,6 +66,7 @@ async def run_job(
     leases: Leases,
     worker_id: str,
     ttl_s: int,
+    queue_name: str = names.QUEUE_NAME,
 ) -> str:
     """Run one job to its end; return its final status (ARQ stores it as the result)."""
     redis: Redis = ctx["redis"]
@@ -78,12 +79,19 @@ async def run_job(
             engine=engine,
             worker_id=worker_id,
             ttl_s=ttl_s,
+            queue_name=queue_name,
             writer=ctx.get("stream_writer"),
         )
     except Exception as exc:
         # A bug or an outage must still end the client's stream with a clear error.
         log.exception("job failed", extra={"job_id": job.job_id})
-        publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s, writer=ctx.get("stream_writer"))
+        publisher = EventPublisher(
+            redis,
+            job.job_id,
+            ttl_s=ttl_s,
+            queue_name=queue_name,
+            writer=ctx.get("stream_writer"),
+        )
         await publisher.finish(
             ErrorEvent(code="internal", message=f"the worker failed: {type(exc).__name__}")
         )
@@ -99,10 +107,11 @@ async def _run(
     engine: Engine,
     worker_id: str,
     ttl_s: int,
+    queue_name: str,
     writer: StreamWriter | None,
 ) -> str:
     started = time.time()
-    publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s, writer=writer)
+    publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s, queue_name=queue_name, writer=writer)
     if await publisher.final() is not None:
         return "done-before"  # an earlier run finished it; nothing to add
     if started > job.deadline:

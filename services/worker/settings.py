@@ -8,6 +8,8 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
+from services.protocol import names
+
 DEFAULT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 DEMO_MODEL = "demo"
 
@@ -19,7 +21,7 @@ class WorkerSettings:
     env: str = "local"
     worker_id: str = ""
     redis_url: str = dataclasses.field(default="redis://127.0.0.1:6379/0", repr=False)
-    queue_name: str = "arq:queue"
+    queue_name: str = names.QUEUE_NAME
     model: str = DEFAULT_MODEL
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
@@ -44,11 +46,6 @@ class WorkerSettings:
     publish_metrics: bool = False  # CloudWatch WorkerHeartbeat for the alarms (AWS)
 
 
-def _get(environ: Mapping[str, str], name: str) -> str | None:
-    value = environ.get(name)
-    return value if value not in (None, "") else None
-
-
 def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
     """Settings from the registry (``TINYLLAMA_ENV``'s path) with ``environ`` on top.
 
@@ -56,7 +53,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
     """
     from services.registry import keys
     from services.registry.layering import layered_environ, redis_url_with_password
-    from services.registry.values import read_fields
+    from services.registry.values import present, read_fields
 
     environ = layered_environ(
         environ,
@@ -94,11 +91,11 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
             "warmup": ("TINYLLAMA_WARMUP", bool),
         },
     )
-    if (value := _get(environ, "TINYLLAMA_CACHE_DIR")) is not None:
+    if (value := present(environ, "TINYLLAMA_CACHE_DIR")) is not None:
         values["cache_dir"] = Path(value).expanduser()
-    if _get(environ, "REDIS_PASSWORD"):
+    if present(environ, "REDIS_PASSWORD"):
         url = str(values.get("redis_url", WorkerSettings.redis_url))
-        values["redis_url"] = redis_url_with_password(url, _get(environ, "REDIS_PASSWORD"))
+        values["redis_url"] = redis_url_with_password(url, present(environ, "REDIS_PASSWORD"))
     settings = dataclasses.replace(WorkerSettings(), **values)
     if not settings.worker_id:
         settings = dataclasses.replace(settings, worker_id=f"{socket.gethostname()}-{os.getpid()}")

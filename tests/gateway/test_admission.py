@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import time
 
-from services.gateway.app import create_app
+from services.gateway.http.app import create_app
 from services.protocol import names
 
 
@@ -184,12 +184,15 @@ async def test_metrics_count_requests_by_route_template_and_status(gateway, make
     await gateway.get("/jobs/abc", headers=headers)
     await gateway.get("/jobs/def", headers=headers)
     text = await (await gateway.get("/metrics")).text()
-    assert 'tinyllama_http_requests_total{method="POST",route="/infer",status="202"} 1.0' in text
     assert (
-        'tinyllama_http_requests_total{method="GET",route="/jobs/{job_id}",status="404"} 2.0'
+        'tinyllama_gateway_http_requests_total{method="POST",route="/infer",status="202"} 1.0'
         in text
     )
-    assert "tinyllama_queue_depth 1.0" in text
+    assert (
+        "tinyllama_gateway_http_requests_total"
+        '{method="GET",route="/jobs/{job_id}",status="404"} 2.0' in text
+    )
+    assert "tinyllama_gateway_queue_depth 1.0" in text
 
 
 async def test_redis_outage_is_503_not_500(aiohttp_client, gateway_settings, make_token):

@@ -91,7 +91,7 @@ async def test_rotated_key_is_picked_up_on_unknown_kid(
     """A key added to the JWKS after start is fetched when a token names its kid."""
     import dataclasses
 
-    from services.gateway.app import create_app
+    from services.gateway.http.app import create_app
 
     settings = dataclasses.replace(gateway_settings, jwks_unknown_kid_interval_s=0.0)
     client = await aiohttp_client(create_app(settings))
@@ -144,7 +144,7 @@ async def test_id_tokens_need_an_allowed_audience(
     """With ID tokens enabled, `aud` must be in the allowed list."""
     import dataclasses
 
-    from services.gateway.app import create_app
+    from services.gateway.http.app import create_app
 
     settings = dataclasses.replace(
         gateway_settings, allow_id_tokens=True, jwt_audiences=("desktop-app",)
@@ -167,7 +167,7 @@ async def test_admin_scope_or_cognito_group_grants_operator_routes(
     """The admin scope in `scope`, or the matching Cognito group, opens operator routes."""
     import dataclasses
 
-    from services.gateway.app import create_app
+    from services.gateway.http.app import create_app
 
     settings = dataclasses.replace(
         gateway_settings, allow_id_tokens=True, jwt_audiences=("desktop-app",)
@@ -188,7 +188,7 @@ async def test_jwks_is_refreshed_on_a_timer(
     import asyncio
     import dataclasses
 
-    from services.gateway.app import create_app
+    from services.gateway.http.app import create_app
 
     settings = dataclasses.replace(
         gateway_settings, jwks_refresh_s=0.2, jwks_unknown_kid_interval_s=3600.0

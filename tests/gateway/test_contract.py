@@ -38,8 +38,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.gateway.app import create_app
-from services.gateway.openapi import build_openapi, package_version
+from services.gateway.http.app import create_app, openapi_document
+from services.gateway.http.openapi import package_version
 from services.gateway.settings import GatewaySettings
 from tests.conftest import CLIENT_ID, ISSUER
 from tests.gateway.test_openapi import with_openapi
@@ -144,7 +144,7 @@ def http() -> Iterator[requests.Session]:
 
 # Generated from the same builder the live /openapi.json serves (pinned by a test below);
 # loaded at import time because schemathesis' lazy fixture loader does not run on pytest 9.
-schema = schemathesis.openapi.from_dict(build_openapi(version=package_version()))
+schema = schemathesis.openapi.from_dict(openapi_document(version=package_version()))
 
 
 @schema.hook
@@ -186,7 +186,7 @@ def test_gateway_honours_its_contract(case, live_url, auth_headers, http):
 
 # Positive examples only, for the one operation with a request body: a body the document
 # calls valid must be accepted.
-accepting = schemathesis.openapi.from_dict(build_openapi(version=package_version())).include(
+accepting = schemathesis.openapi.from_dict(openapi_document(version=package_version())).include(
     operation_id="infer"
 )
 accepting.config.generation.update(modes=[GenerationMode.POSITIVE])
@@ -246,4 +246,4 @@ def test_unauthenticated_calls_get_the_documented_401(live_url, http):
 def test_the_live_document_is_the_one_tested(live_url, http):
     """The document the gateway serves is the one the contract test generated from."""
     served = http.get(f"{live_url}/openapi.json", timeout=5).json()
-    assert served == build_openapi(version=package_version())
+    assert served == openapi_document(version=package_version())

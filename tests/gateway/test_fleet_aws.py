@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import boto3
 import pytest
 
-from services.gateway import fleet
-from services.gateway.backlog import publish_backlog
-from services.gateway.fleet_backends import EcsFleet
-from services.gateway.observe import observe
+from services.gateway.billing.budget import BudgetGate
+from services.gateway.fleet.backends import EcsFleet
+from services.gateway.fleet.backlog import publish_backlog
+from services.gateway.fleet.controller import build_controller
+from services.gateway.fleet.store import FleetStore
+from services.gateway.jobs.store import JobStore
 
 
 @pytest.fixture
@@ -60,6 +63,16 @@ async def test_ecs_backend_scales_the_service(gpu_service):
     assert _desired(ecs, cluster, service) == 0
 
 
+def _controller(redis, backend, settings):
+    jobs = JobStore(redis, queue_name=settings.queue_name, ttl_s=60)
+    budget = BudgetGate(redis, hourly_price_usd=1.0, warn_usd=0, hard_stop_usd=0)
+    fleet = FleetStore(redis)
+    controller = build_controller(
+        fleet=fleet, jobs=jobs, backend=backend, budget=budget, settings=settings
+    )
+    return controller, fleet
+
+
 async def test_controller_starts_the_ecs_service_for_a_waiting_job(
     gpu_service, redis, gateway_settings
 ):
@@ -68,35 +81,26 @@ async def test_controller_starts_the_ecs_service_for_a_waiting_job(
     settings = dataclasses.replace(
         gateway_settings, fleet="aws", gpu_cluster=cluster, gpu_service=service
     )
-    backend = EcsFleet(cluster=cluster, service=service)
-
-    async def look(b):
-        return await observe(redis, b, settings=settings)
-
-    controller = fleet.FleetController(redis=redis, backend=backend, observe=look)
-    await fleet.request_start(redis, idle_minutes=5, unit_s=60)
+    controller, fleet = _controller(redis, EcsFleet(cluster=cluster, service=service), settings)
+    await fleet.start(idle_deadline=time.time() + 300)
     decision = await controller.tick()
     assert decision.action == "start"
     assert _desired(ecs, cluster, service) == 1
-    assert (await fleet.read_fleet(redis)).state == "starting"
-    await fleet.request_stop(redis)
+    assert (await fleet.read()).state == "starting"
+    await fleet.stop()
     await controller.tick()
     assert _desired(ecs, cluster, service) == 0
-    assert (await fleet.read_fleet(redis)).state == "stopped"
+    assert (await fleet.read()).state == "stopped"
 
 
 async def test_only_one_controller_acts(gpu_service, redis, gateway_settings):
     """Two gateway replicas: the one holding the Redis lock acts, the other does not."""
     ecs, cluster, service = gpu_service
     backend = EcsFleet(cluster=cluster, service=service)
-
-    async def look(b):
-        return await observe(redis, b, settings=gateway_settings)
-
-    first = fleet.FleetController(redis=redis, backend=backend, observe=look)
-    second = fleet.FleetController(redis=redis, backend=backend, observe=look)
+    first, fleet = _controller(redis, backend, gateway_settings)
+    second, _ = _controller(redis, backend, gateway_settings)
     await first.tick()
-    await fleet.request_start(redis, idle_minutes=5, unit_s=60)
+    await fleet.start(idle_deadline=time.time() + 300)
     assert await second.tick() is None
     assert not second.is_leader
     assert _desired(ecs, cluster, service) == 0
@@ -112,7 +116,8 @@ async def test_backlog_reaches_cloudwatch(aws, redis, gateway_settings, make_tok
         )
     settings = dataclasses.replace(gateway_settings, env="backlogtest")
     cloudwatch = boto3.client("cloudwatch")
-    task = asyncio.create_task(publish_backlog(redis, settings=settings, period_s=0.05))
+    jobs = JobStore(redis, queue_name=settings.queue_name, ttl_s=60)
+    task = asyncio.create_task(publish_backlog(jobs, env=settings.env, period_s=0.05))
     try:
         for _ in range(100):
             metrics = cloudwatch.list_metrics(Namespace="TinyLlama")["Metrics"]

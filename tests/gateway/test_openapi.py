@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
-from services.gateway import openapi
-from services.gateway.app import create_app
-from services.gateway.openapi import REF_TEMPLATE, build_openapi
-from services.gateway.problems import PROBLEM_CONTENT_TYPE, ProblemBody
+from services.gateway.http import openapi
+from services.gateway.http.app import create_app, openapi_document
+from services.gateway.http.openapi import REF_TEMPLATE, build_openapi
+from services.gateway.http.problems import PROBLEM_CONTENT_TYPE, ProblemBody
 from services.gateway.settings import GatewaySettings
 from services.protocol.messages import GenerateRequest
 
@@ -82,7 +82,7 @@ def operations(doc: dict) -> Iterator[tuple[str, str, dict]]:
 @pytest.fixture(scope="module")
 def doc() -> dict:
     """The document as the gateway builds it."""
-    return build_openapi(version="1.2.3")
+    return openapi_document(version="1.2.3")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_document_is_valid_openapi_31(doc):
 
 
 def test_every_registered_route_is_documented(app, doc):
-    """Each route in the app's router has an operation (add a table entry in openapi.py)."""
+    """Each route in the app's router has an operation (declared with ``@operation``)."""
     missing = registered_operations(app) - documented_operations(doc)
     assert not missing, f"routes without an OpenAPI operation: {sorted(missing)}"
 
@@ -175,20 +175,36 @@ def test_infer_documents_modes_bodies_and_streaming(doc):
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
 
 
-def test_build_from_a_custom_table():
-    """One table entry is all an operation needs."""
-    extra = openapi.Operation(
-        method="get",
-        path="/usage",
-        operation_id="getUsage",
-        summary="Usage",
+def test_an_operation_is_declared_beside_its_handler():
+    """``@operation`` on a handler is all a route needs to appear in the document."""
+    routes = web.RouteTableDef()
+
+    @routes.get("/extra")
+    @openapi.operation(
+        operation_id="getExtra",
+        summary="Extra",
         tag="operations",
         replies={200: openapi.Reply(description="ok", body=ProblemBody)},
         problems=(401,),
     )
-    doc = build_openapi(version="0", operations=(*openapi.OPERATIONS, extra))
+    async def extra(request: web.Request) -> web.Response:
+        return web.Response()
+
+    doc = build_openapi(version="0", operations=openapi.documented(openapi.table_routes([routes])))
     OpenAPIV31SpecValidator(doc).validate()
-    assert set(doc["paths"]["/usage"]["get"]["responses"]) == {"200", "401", "500"}
+    assert set(doc["paths"]["/extra"]["get"]["responses"]) == {"200", "401", "500"}
+
+
+def test_a_route_without_a_declaration_is_refused():
+    """A handler with no ``@operation`` cannot be left out of the document silently."""
+    routes = web.RouteTableDef()
+
+    @routes.get("/undocumented")
+    async def undocumented(request: web.Request) -> web.Response:
+        return web.Response()
+
+    with pytest.raises(LookupError, match="/undocumented"):
+        openapi.documented(openapi.table_routes([routes]))
 
 
 async def test_openapi_json_is_served_without_auth(aiohttp_client, gateway_settings, redis):
@@ -198,5 +214,5 @@ async def test_openapi_json_is_served_without_auth(aiohttp_client, gateway_setti
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("application/json")
     served = await response.json()
-    assert served["paths"].keys() == build_openapi(version="x")["paths"].keys()
+    assert served["paths"].keys() == openapi_document(version="x")["paths"].keys()
     assert response.headers["X-Request-Id"]

@@ -77,7 +77,7 @@ def test_promotion_copies_and_keeps_secure_strings_secure(
     assert qa.get("model/id") == "tiny-v2"
     assert qa.get("budget/warn-usd") == "50"
     assert qa.parameter("redis/password").secure
-    assert qa.get_secret("redis/password").reveal() == "dev-secret-value"
+    assert qa.get("redis/password").reveal() == "dev-secret-value"
     assert qa.get("api/url") == "https://qa.example.com"  # only in target: left alone
 
 

@@ -9,13 +9,13 @@ import pytest
 
 from services.registry import (
     InvalidNameError,
-    InvalidValueError,
     MissingKeyError,
     Parameter,
     Registry,
     Secret,
     TtlCache,
 )
+from services.registry.values import parse_bool
 from tests.registry.support import FakeClock, Harness
 
 
@@ -86,19 +86,6 @@ def test_missing_key_names_path_and_environment(registry: Registry) -> None:
     assert raised.value.path == f"/tinyllama/{registry.env}/queue/name"
 
 
-def test_typed_getters_convert_values(registry: Registry) -> None:
-    """get_int, get_float, get_bool and get_json_list convert the stored text."""
-    registry.put("queue/max-depth", "100")
-    registry.put("gpu/hourly-price-usd", "1.006")
-    registry.put("flags/enabled", "Yes")
-    registry.put("jwt/client-ids", '["desktop", "machine"]')
-
-    assert registry.get_int("queue/max-depth") == 100
-    assert registry.get_float("gpu/hourly-price-usd") == pytest.approx(1.006)
-    assert registry.get_bool("flags/enabled") is True
-    assert registry.get_json_list("jwt/client-ids") == ["desktop", "machine"]
-
-
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -114,35 +101,16 @@ def test_typed_getters_convert_values(registry: Registry) -> None:
         (" true ", True),
     ],
 )
-def test_get_bool_accepts_the_usual_words(registry: Registry, text: str, expected: bool) -> None:
-    """get_bool reads true/false/1/0/yes/no/on/off in any case."""
-    registry.put("flags/enabled", text)
-
-    assert registry.get_bool("flags/enabled") is expected
+def test_parse_bool_accepts_the_usual_words(text: str, expected: bool) -> None:
+    """Settings read true/false/1/0/yes/no/on/off in any case (registry or environment)."""
+    assert parse_bool(text) is expected
 
 
 @pytest.mark.parametrize("text", ["maybe", "2", "y", "enabled", "tru"])
-def test_get_bool_refuses_anything_else(registry: Registry, text: str) -> None:
-    """Any other text raises InvalidValueError instead of guessing a boolean."""
-    registry.put("flags/enabled", text)
-
-    with pytest.raises(InvalidValueError, match="flags/enabled"):
-        registry.get_bool("flags/enabled")
-
-
-def test_invalid_value_error_masks_secure_values(registry: Registry) -> None:
-    """A SecureString that fails conversion is reported without its value."""
-    registry.put("jwt/client-ids", "not-json-secret", secure=True)
-    registry.put("queue/max-depth", "lots")
-
-    with pytest.raises(InvalidValueError) as secure_error:
-        registry.get_json_list("jwt/client-ids")
-    with pytest.raises(InvalidValueError) as plain_error:
-        registry.get_int("queue/max-depth")
-
-    assert "not-json-secret" not in str(secure_error.value)
-    assert "'lots'" in str(plain_error.value)
-    assert f"/tinyllama/{registry.env}/queue/max-depth" in str(plain_error.value)
+def test_parse_bool_refuses_anything_else(text: str) -> None:
+    """Any other text raises ValueError naming the setting instead of guessing a boolean."""
+    with pytest.raises(ValueError, match="TINYLLAMA_FLAG"):
+        parse_bool(text, name="TINYLLAMA_FLAG")
 
 
 def test_get_many_pages_through_more_than_ten_parameters(
@@ -173,7 +141,7 @@ def test_get_many_answers_later_single_reads(registry: Registry, harness: Harnes
     registry.get_many()
     harness.clear_calls()
 
-    assert registry.get_int("queue/max-depth") == 5
+    assert registry.get("queue/max-depth") == "5"
     assert harness.calls == []
 
 

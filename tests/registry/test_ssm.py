@@ -37,7 +37,7 @@ def test_secure_values_are_stored_encrypted(ssm: Registry) -> None:
 
     assert stored["Type"] == "SecureString"
     assert stored["Value"] != "hunter2-very-secret"
-    assert ssm.get_secret("redis/password").reveal() == "hunter2-very-secret"
+    assert ssm.get("redis/password").reveal() == "hunter2-very-secret"
 
 
 def test_generic_endpoint_variable_is_honoured(

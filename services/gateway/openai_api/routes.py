@@ -7,7 +7,6 @@ Options we cannot honour are refused with a 422 naming their path, never silentl
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import time
@@ -15,11 +14,22 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-from aiohttp_sse import sse_response
 
-from services.gateway import jobs
+from services.gateway.api.native import submission_headers
 from services.gateway.auth import Principal
-from services.gateway.openai_views import (
+from services.gateway.fleet.observe import live_workers
+from services.gateway.http.openapi import Reply, operation
+from services.gateway.http.problems import (
+    PROBLEM_CONTENT_TYPE,
+    REQUEST_ID,
+    Problem,
+    json_response,
+    read_json,
+)
+from services.gateway.http.state import STATE, GatewayState
+from services.gateway.http.streams import relayed_events
+from services.gateway.jobs.service import TextDelta
+from services.gateway.openai_api.bodies import (
     OWNER,
     AssistantMessage,
     ChatChoice,
@@ -37,17 +47,12 @@ from services.gateway.openai_views import (
     TextChoice,
     TextCompletion,
 )
-from services.gateway.problems import Problem, decode_body
-from services.gateway.readiness import live_workers
-from services.gateway.routes import json_response, submit_generation
-from services.gateway.state import STATE, GatewayState
 from services.protocol.messages import (
     ChatMessage,
     DoneEvent,
     ErrorEvent,
     GenerateRequest,
     GenerateResult,
-    TokenEvent,
     Usage,
 )
 
@@ -87,28 +92,9 @@ def _check_supported(body: SamplingOptions) -> None:
 
 
 async def _decode(request: web.Request, kind: type[SamplingOptions]) -> Any:
-    if request.content_type != "application/json":
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported media type",
-            detail="send the body as application/json",
-        )
-    body = decode_body(await request.read(), kind)
+    body = await read_json(request, kind)
     _check_supported(body)
     return body
-
-
-def _check_size(state: GatewayState, chars: int, *, path: str) -> None:
-    if chars > state.settings.max_prompt_chars:
-        limit = state.settings.max_prompt_chars
-        raise Problem(
-            422,
-            "validation",
-            "Request body failed validation",
-            detail=f"{path} is longer than {limit} characters",
-            errors=[{"path": path, "message": "too long"}],
-        )
 
 
 def _generate_request(body: Any, *, prompt: str, chat: bool) -> GenerateRequest:
@@ -134,25 +120,92 @@ def _turn(message: InputMessage) -> ChatMessage:
     return ChatMessage(role="system" if message.role == "developer" else message.role, content=text)
 
 
+_PROBLEM_MEDIA = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
+_FAILURE_REPLIES: dict[int, Reply] = {
+    409: Reply(description="The job was cancelled (`DELETE /jobs/{id}`).", media=_PROBLEM_MEDIA),
+    502: Reply(description="The worker failed the job.", media=_PROBLEM_MEDIA),
+    504: Reply(
+        description=(
+            "Not done within the gateway's wait timeout (the job goes on: poll `Location`), "
+            "or the job waited past its deadline before a worker took it."
+        ),
+        media=_PROBLEM_MEDIA,
+        headers=("Location",),
+    ),
+}
+_NOTE = (
+    "OpenAI-compatible: one job like `POST /infer` (same queue, limits and `Idempotency-Key`). "
+    "`model` is informational (one model is served; responses name it). Unsupported options "
+    "(`n` > 1, `logprobs`, penalties, `logit_bias`, `tools`, non-text `response_format`) are "
+    "a 422 naming their path. A prompt plus `max_tokens` past the model's context is a 400. "
+    "With `stream: true` the answer is SSE with bare `data:` lines (no `event:`), each a "
+    'chunk, then `data: [DONE]`; a failure mid-stream is `data: {"error": {...}}`.'
+)
+
+
+def _completion_operation(
+    *, operation_id: str, request: type, body: type, chunk: type
+) -> dict[str, Any]:
+    """The declaration of one OpenAI-compatible completion route (chat or text)."""
+    return {
+        "operation_id": operation_id,
+        "summary": f"OpenAI-compatible {body.__name__}: wait for it, or stream it",
+        "tag": "inference",
+        "description": _NOTE,
+        "request": request,
+        "headers": ("IdempotencyKey",),
+        "replies": {
+            200: Reply(
+                description="The finished completion; with `stream: true`, SSE chunks.",
+                body=body,
+                events={"message": chunk},
+                headers=("Location", "X-Job-Id", "X-Budget-Warning"),
+            ),
+            **_FAILURE_REPLIES,
+        },
+        "problems": (400, 401, 402, 413, 415, 422, 429, 503),
+    }
+
+
+async def _served_model(state: GatewayState) -> str | None:
+    workers = await live_workers(state.redis, max_age_s=state.settings.heartbeat_max_age_s)
+    return next((w.model for w in workers if w.ready), None)
+
+
 @routes.get("/v1/models")
+@operation(
+    operation_id="listModels",
+    summary="OpenAI-compatible: the model live workers serve (empty while none is ready)",
+    tag="inference",
+    replies={200: Reply(description="The served models.", body=ModelList)},
+    problems=(401,),
+)
 async def list_models(request: web.Request) -> web.Response:
     """The model(s) live, ready workers serve, freshest heartbeat first."""
     state = request.app[STATE]
     await state.authenticator.authenticate(request.headers.get("Authorization"))
     workers = await live_workers(state.redis, max_age_s=state.settings.heartbeat_max_age_s)
-    served = dict.fromkeys(w.model for w in sorted(workers, key=lambda w: w.age_s) if w.ready)
+    served = dict.fromkeys(w.model for w in workers if w.ready)
     now = int(time.time())
     return json_response(ModelList(data=[Model(id=name, created=now) for name in served]))
 
 
 @routes.post("/v1/chat/completions")
+@operation(
+    **_completion_operation(
+        operation_id="createChatCompletion",
+        request=ChatCompletionRequest,
+        body=ChatCompletion,
+        chunk=ChatCompletionChunk,
+    )
+)
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Answer a conversation: the worker renders the turns with the model's chat template."""
     state = request.app[STATE]
     principal = await state.authenticator.authenticate(request.headers.get("Authorization"))
     body: ChatCompletionRequest = await _decode(request, ChatCompletionRequest)
     turns = [_turn(m) for m in body.messages]
-    _check_size(state, sum(len(t.content) for t in turns), path="$.messages")
+    state.jobs.check_prompt(sum(len(t.content) for t in turns), path="$.messages")
     last = next((t.content for t in reversed(turns) if t.role == "user" and t.content), "")
     summary = last[:_SUMMARY_CHARS] or "(chat)"
     generate = _generate_request(body, prompt=summary, chat=True)
@@ -160,12 +213,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/v1/completions")
+@operation(
+    **_completion_operation(
+        operation_id="createCompletion",
+        request=CompletionRequest,
+        body=TextCompletion,
+        chunk=TextCompletion,
+    )
+)
 async def completions(request: web.Request) -> web.StreamResponse:
     """Continue one prompt as plain text."""
     state = request.app[STATE]
     principal = await state.authenticator.authenticate(request.headers.get("Authorization"))
     body: CompletionRequest = await _decode(request, CompletionRequest)
-    _check_size(state, len(body.prompt), path="$.prompt")
+    state.jobs.check_prompt(len(body.prompt), path="$.prompt")
     generate = _generate_request(body, prompt=body.prompt, chat=False)
     return await _answer(request, state, principal, body, generate=generate, messages=[])
 
@@ -180,28 +241,28 @@ async def _answer(
     messages: list[ChatMessage],
 ) -> web.StreamResponse:
     """Submit the job like ``POST /infer`` does, then wait for it or stream it."""
-    payload, submitted, warning = await submit_generation(
-        request, state, principal.subject, generate, messages=messages
+    submission = await state.jobs.submit(
+        subject=principal.subject,
+        request=generate,
+        messages=messages,
+        request_id=request.get(REQUEST_ID, ""),
+        idempotency_key=request.headers.get("Idempotency-Key"),
     )
-    job_id = submitted.job_id
-    headers = {"Location": f"/jobs/{job_id}"}
-    if warning:
-        headers["X-Budget-Warning"] = warning
-    shape = _Shape(chat=bool(messages), job_id=job_id, created=int(payload.enqueued_at))
+    job_id = submission.job_id
+    headers = submission_headers(submission)
+    shape = _Shape(chat=bool(messages), job_id=job_id, created=int(submission.payload.enqueued_at))
     if body.stream:
         model = await _served_model(state) or body.model or OWNER
         usage = bool(body.stream_options and body.stream_options.include_usage)
         headers["X-Job-Id"] = job_id
         return await _stream(request, state, shape, model=model, usage=usage, headers=headers)
-    final = await jobs.wait_for_end(state.redis, job_id, timeout_s=state.settings.wait_timeout_s)
+    final = await state.jobs.wait(job_id)
     if final is None:
         raise _timeout(job_id, headers)
     if isinstance(final, ErrorEvent):
         raise _failure(final.code, final.message)
     assert isinstance(final, DoneEvent)
-    result = final.result
-    _observe(state, result)
-    return json_response(shape.completion(result), headers=headers)
+    return json_response(shape.completion(final.result), headers=headers)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -255,6 +316,8 @@ _FAILURES: dict[str, tuple[int, str, str]] = {
     "shutdown": (503, "worker-unavailable", "The worker could not run the job"),
     "engine_restarted": (503, "worker-unavailable", "The worker could not run the job"),
     "engine_unavailable": (503, "worker-unavailable", "The worker could not run the job"),
+    "fleet_stopped": (503, "fleet-stopped", "An operator stopped the GPU fleet"),
+    "budget_exhausted": (402, "budget-exhausted", "The GPU budget for this month is spent"),
 }
 
 
@@ -270,20 +333,6 @@ def _timeout(job_id: str, headers: dict[str, str]) -> Problem:
     return Problem(504, "wait-timeout", "The job is still running", detail=detail, headers=headers)
 
 
-def _observe(state: GatewayState, result: GenerateResult) -> None:
-    m = state.metrics
-    m.e2e.observe(result.timings.total_s)
-    m.queue_time.observe(result.timings.queued_s)
-    if result.timings.first_token_s is not None:
-        m.ttft.observe(result.timings.first_token_s)
-
-
-async def _served_model(state: GatewayState) -> str | None:
-    workers = await live_workers(state.redis, max_age_s=state.settings.heartbeat_max_age_s)
-    ready = sorted((w for w in workers if w.ready), key=lambda w: w.age_s)
-    return ready[0].model if ready else None
-
-
 async def _stream(
     request: web.Request,
     state: GatewayState,
@@ -296,14 +345,9 @@ async def _stream(
     """SSE as OpenAI sends it: role chunk, content deltas, finish chunk, ``data: [DONE]``.
 
     A failure becomes ``data: {"error": ...}`` (OpenAI's clients raise it); a client that
-    leaves mid-stream cancels its job.
+    leaves mid-stream cancels its job (the job service's relay does that).
     """
-    deadline = time.monotonic() + state.settings.job_deadline_s + 5
-    shown = 0
-    finished = False
-    async with sse_response(
-        request, allow_all_methods=True, ping_interval=state.settings.sse_ping_s, headers=headers
-    ) as response:
+    async with relayed_events(request, shape.job_id, headers=headers) as (response, events):
 
         async def send(value: object) -> None:
             await response.send(msgspec.json.encode(value).decode())
@@ -311,46 +355,21 @@ async def _stream(
         try:
             if shape.chat:
                 await send(shape.chunk(model, delta=Delta(role="assistant", content="")))
-            async for _, event in jobs.stream_events(state.redis, shape.job_id, deadline=deadline):
-                if event is None and (request.transport is None or request.transport.is_closing()):
-                    return response  # gone while the job waits: the finally cancels it
-                if isinstance(event, TokenEvent):
-                    # A re-run job repeats offsets we already sent: send only what is new.
-                    end = event.offset + len(event.text)
-                    if end > shown:
-                        text = event.text[max(0, shown - event.offset) :]
-                        shown = end
-                        await send(shape.chunk(model, delta=Delta(content=text)))
-                elif isinstance(event, DoneEvent):
-                    finished = True
-                    _observe(state, event.result)
-                    finish = _finish_reason(event.result)
+            async for item in events:
+                if isinstance(item, TextDelta):
+                    await send(shape.chunk(model, delta=Delta(content=item.text)))
+                elif isinstance(item, DoneEvent):
+                    finish = _finish_reason(item.result)
                     await send(shape.chunk(model, delta=Delta(), finish=finish))
                     if usage:
-                        await send(shape.usage_chunk(model, event.result.usage))
+                        await send(shape.usage_chunk(model, item.result.usage))
                     await response.send("[DONE]")
-                elif isinstance(event, ErrorEvent):
-                    finished = True
-                    raise _failure(event.code, event.message)
-            if not finished:
-                finished = True
-                raise _timeout(shape.job_id, headers)
+                elif isinstance(item, ErrorEvent):
+                    raise _failure(item.code, item.message)
         except Problem as problem:
             error = {"message": problem.detail, "type": problem.slug, "code": problem.status}
             with contextlib.suppress(ConnectionResetError):
                 await send({"error": {**error, "param": None}})
         except ConnectionResetError:
-            pass  # the client left: the finally cancels its job
-        finally:
-            if not finished:
-                # Nobody wants the rest of the job: stop paying for it.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(
-                        jobs.cancel_job(
-                            state.redis,
-                            shape.job_id,
-                            queue_name=state.settings.queue_name,
-                            ttl_s=state.settings.result_ttl_s,
-                        )
-                    )
+            pass  # the client left: closing the relay cancels its job
     return response

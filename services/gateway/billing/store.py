@@ -1,4 +1,4 @@
-"""Usage and cost as the gateway reports them; the budget check new jobs pass."""
+"""Usage and cost in Redis, as the gateway reads them (the worker's ``metering`` writes them)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from services.protocol import names
+from services.protocol.names import UsageField
 from services.protocol.periods import day_label, month_label
 
 
@@ -44,19 +45,19 @@ def cost_of(gpu_seconds: float, *, hourly_price_usd: float) -> float:
     return round(gpu_seconds * hourly_price_usd / 3600.0, 6)
 
 
-def _num(fields: dict[bytes, bytes], name: str, kind: type) -> float:
+def _num(fields: dict[bytes, bytes], name: str) -> float:
     raw = fields.get(name.encode())
-    return kind(float(raw)) if raw is not None else kind(0)
+    return float(raw) if raw is not None else 0.0
 
 
 async def read_totals(redis: Redis, *, scope: str, period: str, price: float) -> UsageTotals:
     """One scope's counters for one period."""
     fields = await redis.hgetall(names.usage_key(scope=scope, period=period))
-    gpu = _num(fields, "gpu_seconds", float)
+    gpu = _num(fields, UsageField.GPU_SECONDS)
     return UsageTotals(
-        jobs=int(_num(fields, "jobs", int)),
-        prompt_tokens=int(_num(fields, "prompt_tokens", int)),
-        completion_tokens=int(_num(fields, "completion_tokens", int)),
+        jobs=int(_num(fields, UsageField.JOBS)),
+        prompt_tokens=int(_num(fields, UsageField.PROMPT_TOKENS)),
+        completion_tokens=int(_num(fields, UsageField.COMPLETION_TOKENS)),
         gpu_seconds=round(gpu, 3),
         estimated_cost_usd=cost_of(gpu, hourly_price_usd=price),
     )
@@ -84,7 +85,7 @@ async def subject_usage(
     redis: Redis, *, subject: str, now: float, price: float
 ) -> tuple[UsageTotals, UsageTotals]:
     """(today, this month) for one subject."""
-    scope = f"subject:{subject}"
+    scope = names.subject_scope(subject)
     today = await read_totals(redis, scope=scope, period=day_label(now), price=price)
     month = await read_totals(redis, scope=scope, period=month_label(now), price=price)
     return today, month
@@ -95,6 +96,6 @@ async def all_subjects(redis: Redis, *, now: float, price: float) -> dict[str, U
     period = month_label(now)
     subjects = sorted(s.decode() for s in await redis.smembers(names.usage_subjects_key(period)))
     return {
-        s: await read_totals(redis, scope=f"subject:{s}", period=period, price=price)
+        s: await read_totals(redis, scope=names.subject_scope(s), period=period, price=price)
         for s in subjects
     }

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from services.gateway.usage import UsageTotals
-from services.protocol.messages import GenerateResult, JobStatus
+from services.gateway.billing.store import UsageTotals
+from services.protocol.messages import GenerateResult, Heartbeat, JobStatus
 
 
 class JobError(msgspec.Struct, kw_only=True, frozen=True):
@@ -38,6 +38,20 @@ class WorkerView(msgspec.Struct, kw_only=True, frozen=True):
     capacity: int
     age_s: float
     demo_model: bool
+
+
+def worker_view(beat: Heartbeat, *, now: float) -> WorkerView:
+    """How a worker's heartbeat is shown to clients."""
+    return WorkerView(
+        id=beat.worker_id,
+        model=beat.model,
+        device=beat.device,
+        ready=beat.ready,
+        active_jobs=beat.active_jobs,
+        capacity=beat.capacity,
+        age_s=round(max(0.0, now - beat.sent_at), 3),
+        demo_model=beat.demo_model,
+    )
 
 
 class ReadyResponse(msgspec.Struct, kw_only=True, frozen=True):
@@ -95,3 +109,24 @@ class UsageResponse(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
     gpu_seconds_month: float | None = None
     gpu_cost_month_usd: float | None = None
     subjects: dict[str, UsageTotals] | None = None
+
+
+# The SSE ``data:`` payloads of ``POST /infer?mode=stream`` (``done`` carries GenerateResult).
+class StreamToken(msgspec.Struct, kw_only=True, frozen=True):
+    """SSE ``event: token``: new text since the previous token event."""
+
+    text: str
+
+
+class StreamStatus(msgspec.Struct, kw_only=True, frozen=True):
+    """SSE ``event: status``: the job changed state."""
+
+    status: JobStatus
+
+
+class StreamError(msgspec.Struct, kw_only=True, frozen=True):
+    """SSE ``event: error``: the last event of a job that did not succeed."""
+
+    code: str
+    message: str
+    status: JobStatus

@@ -7,13 +7,14 @@ import dataclasses
 from aiohttp import web
 from redis.asyncio import Redis
 
-from services.gateway.admission import Admission
 from services.gateway.auth import Authenticator
-from services.gateway.fleet import FleetController
-from services.gateway.fleet_backends import FleetBackend
+from services.gateway.billing.budget import BudgetGate
+from services.gateway.fleet.backends import FleetBackend
+from services.gateway.fleet.controller import FleetController
+from services.gateway.fleet.store import FleetStore
+from services.gateway.jobs.service import JobService
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
-from services.gateway.usage import Budget
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -23,11 +24,12 @@ class GatewayState:
     settings: GatewaySettings
     redis: Redis
     authenticator: Authenticator
-    admission: Admission
+    jobs: JobService
+    fleet: FleetStore
+    budget: BudgetGate
     metrics: GatewayMetrics
     fleet_backend: FleetBackend
     controller: FleetController | None = None
-    budget_cache: tuple[float, Budget] | None = None  # (monotonic time, budget)
 
 
 STATE: web.AppKey[GatewayState] = web.AppKey("state", GatewayState)

@@ -13,21 +13,26 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from arq.connections import RedisSettings, create_pool
+from redis.exceptions import RedisError
 
-from services.gateway import openai_api, openapi, operations
-from services.gateway.admission import Admission
+from services.gateway.api import native, operations
 from services.gateway.auth import Authenticator, JwksCache, TokenPolicy
-from services.gateway.backlog import publish_backlog
-from services.gateway.fleet import FleetController, Observation
-from services.gateway.fleet_backends import FleetBackend, NoFleet
+from services.gateway.billing.budget import BudgetGate
+from services.gateway.fleet.backends import FleetBackend, NoFleet
+from services.gateway.fleet.backlog import publish_backlog
+from services.gateway.fleet.controller import build_controller
+from services.gateway.fleet.store import FleetStore
+from services.gateway.http import openapi
+from services.gateway.http.problems import REQUEST_ID, Handler, problem_middleware
+from services.gateway.http.state import BACKEND, SETTINGS, STATE, GatewayState
+from services.gateway.jobs.service import JobService
+from services.gateway.jobs.store import REAP_BATCH, JobStore
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.observe import observe
-from services.gateway.problems import REQUEST_ID, Handler, problem_middleware
-from services.gateway.routes import routes
+from services.gateway.openai_api import routes as openai_routes
 from services.gateway.settings import GatewaySettings
-from services.gateway.state import BACKEND, SETTINGS, STATE, GatewayState
 from services.protocol.serializer import deserialize_job, serialize_job
 
+log = logging.getLogger("tinyllama.gateway")
 access_log = logging.getLogger("tinyllama.gateway.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -57,10 +62,9 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
             # Label by route template (/jobs/{job_id}), never the raw path: bounded cardinality.
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
-            state.metrics.requests.labels(
-                route=route, method=request.method, status=str(status)
-            ).inc()
-            state.metrics.latency.labels(route=route).observe(elapsed)
+            state.metrics.observe_request(
+                route=route, method=request.method, status=status, seconds=elapsed
+            )
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "request",
@@ -76,6 +80,17 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
             )
 
 
+def route_tables() -> list[web.RouteTableDef]:
+    """Every route the gateway serves: native API, operations, OpenAI-compatible, OpenAPI."""
+    return [native.routes, operations.routes, openai_routes.routes, openapi.routes]
+
+
+def openapi_document(*, version: str) -> dict:
+    """The OpenAPI document of every route the gateway serves (what /openapi.json answers)."""
+    operations = openapi.documented(openapi.table_routes(route_tables()))
+    return openapi.build_openapi(version=version, operations=operations)
+
+
 def create_app(
     settings: GatewaySettings, *, fleet_backend: FleetBackend | None = None
 ) -> web.Application:
@@ -89,11 +104,10 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[BACKEND] = fleet_backend or NoFleet()
+    app[openapi.DOCUMENT] = {}
     app.cleanup_ctx.append(_resources)
-    app.add_routes(routes)
-    app.add_routes(operations.routes)
-    app.add_routes(openapi.routes)
-    app.add_routes(openai_api.routes)
+    for table in route_tables():
+        app.add_routes(table)
     return app
 
 
@@ -125,30 +139,43 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         admin_scope=settings.admin_scope,
     )
     backend = app[BACKEND]
+    controlled = settings.fleet != "none"
+    store = JobStore(redis, queue_name=settings.queue_name, ttl_s=settings.result_ttl_s)
+    fleet = FleetStore(redis)
+    budget = BudgetGate(
+        redis,
+        hourly_price_usd=settings.gpu_hourly_price_usd,
+        warn_usd=settings.budget_warn_usd,
+        hard_stop_usd=settings.budget_hard_stop_usd,
+    )
+    metrics = GatewayMetrics()
     state = GatewayState(
         settings=settings,
         redis=redis,
         authenticator=Authenticator(jwks=jwks, policy=policy),
-        admission=Admission(redis=redis, settings=settings),
-        metrics=GatewayMetrics(),
+        jobs=JobService(
+            store=store,
+            fleet=fleet if controlled else None,
+            budget=budget,
+            settings=settings,
+            metrics=metrics,
+        ),
+        fleet=fleet,
+        budget=budget,
+        metrics=metrics,
         fleet_backend=backend,
     )
-    tasks = [asyncio.create_task(jwks.run_refresh_timer())]
-    if settings.fleet != "none":
-
-        async def look(b: FleetBackend) -> Observation:
-            return await observe(redis, b, settings=settings)
-
-        state.controller = FleetController(
-            redis=redis,
-            backend=backend,
-            observe=look,
-            tick_s=settings.fleet_tick_s,
-            start_timeout_s=settings.fleet_start_timeout_s,
+    tasks = [
+        asyncio.create_task(jwks.run_refresh_timer()),
+        asyncio.create_task(_reap_forever(store, period_s=1.0)),
+    ]
+    if controlled:
+        state.controller = build_controller(
+            fleet=fleet, jobs=store, backend=backend, budget=budget, settings=settings
         )
         tasks.append(asyncio.create_task(state.controller.run()))
     if settings.publish_metrics:
-        tasks.append(asyncio.create_task(publish_backlog(redis, settings=settings)))
+        tasks.append(asyncio.create_task(publish_backlog(store, env=settings.env)))
     app[STATE] = state
     try:
         yield
@@ -162,3 +189,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await backend.close()
         await session.close()
         await redis.aclose()
+
+
+async def _reap_forever(store: JobStore, *, period_s: float) -> None:
+    """End jobs whose deadline passed with no worker to run them, with or without traffic."""
+    while True:
+        try:
+            while await store.reap() >= REAP_BATCH:
+                pass  # a backlog of expired jobs: keep going until it is cleared
+        except (RedisError, OSError) as exc:
+            log.warning("reaping expired jobs failed: %s", type(exc).__name__)
+        await asyncio.sleep(period_s)

@@ -1,7 +1,8 @@
 """The one error shape: RFC 9457 ``application/problem+json``.
 
-Domain code raises ``Problem``; one middleware turns it, aiohttp's own HTTP
-errors and anything unexpected into the same JSON body.
+Handlers raise ``Problem``; domain code raises its own errors, which
+``domain_problem`` maps to a status once. One middleware turns all of it,
+aiohttp's own HTTP errors and anything unexpected into the same JSON body.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 from redis.exceptions import RedisError
+
+from services.gateway.billing.budget import BudgetExhausted
+from services.gateway.jobs.service import InvalidIdempotencyKey, PromptTooLong
+from services.gateway.jobs.store import QueueFull, RateLimited
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
@@ -95,6 +100,33 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
     return Problem(exc.status, slug, title, detail=detail, headers=headers)
 
 
+def domain_problem(exc: Exception) -> Problem | None:
+    """The client-facing form of a domain error, or ``None`` if it is not one."""
+    if isinstance(exc, RateLimited):
+        return Problem(
+            429, "rate-limited", "Too many requests", detail=str(exc), retry_after=exc.wait_s
+        )
+    if isinstance(exc, QueueFull):
+        return Problem(429, "queue-full", "The queue is full", detail=str(exc), retry_after=5.0)
+    if isinstance(exc, BudgetExhausted):
+        return Problem(
+            402, "budget-exhausted", "The GPU budget for this month is spent", detail=str(exc)
+        )
+    if isinstance(exc, InvalidIdempotencyKey):
+        return Problem(
+            400, "invalid-idempotency-key", "Idempotency-Key is invalid", detail=str(exc)
+        )
+    if isinstance(exc, PromptTooLong):
+        return Problem(
+            422,
+            "validation",
+            "Request body failed validation",
+            detail=str(exc),
+            errors=[{"path": exc.path, "message": "too long"}],
+        )
+    return None
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -123,10 +155,37 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             retry_after=2.0,
         )
         return problem_response(problem, request_id=request_id, instance=request.path)
-    except Exception:
+    except Exception as exc:
+        mapped = domain_problem(exc)
+        if mapped is not None:
+            return problem_response(mapped, request_id=request_id, instance=request.path)
         log.exception("unhandled error", extra={"request_id": request_id})
         problem = Problem(500, "internal", "Internal server error", detail="see server logs")
         return problem_response(problem, request_id=request_id, instance=request.path)
+
+
+JSON = "application/json"
+
+
+async def read_json(request: web.Request, kind: type[Any]) -> Any:
+    """The body as a ``kind`` Struct: 415 unless it is sent as JSON, 400/422 if it is bad."""
+    if request.content_type != JSON:
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            detail="send the body as application/json",
+        )
+    return decode_body(await request.read(), kind)
+
+
+def json_response(
+    value: object, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """``value`` (Structs included) as a JSON response."""
+    return web.Response(
+        body=msgspec.json.encode(value), status=status, content_type=JSON, headers=headers
+    )
 
 
 def decode_body(raw: bytes, kind: type[Any]) -> Any:
