@@ -202,6 +202,18 @@ class WorkerProcess:
         return code
 
 
+async def wait_gpu(client, headers: dict[str, str], state: str, *, timeout_s: float) -> dict:
+    """Poll ``GET /gpu`` until the fleet is in ``state``; fail with what it was instead."""
+    gpu: dict = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        gpu = await (await client.get("/gpu", headers=headers)).json()
+        if gpu["state"] == state:
+            return gpu
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fleet stayed {gpu.get('state')} for {timeout_s} s: {gpu}")
+
+
 def read_json_lines(text: str) -> list[dict]:
     """Parse the JSON log lines of a captured output, skipping anything else."""
     out = []

@@ -10,6 +10,7 @@ import pytest
 
 from services.gateway.http.app import create_app
 from services.worker.metering import add_gpu_seconds
+from tests.support import wait_gpu
 
 pytestmark = pytest.mark.slow
 ADMIN = ("tinyllama/admin",)
@@ -17,17 +18,6 @@ ADMIN = ("tinyllama/admin",)
 
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-async def _wait_gpu(client, headers, state: str, timeout_s: float) -> dict:
-    gpu = {}
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        gpu = await (await client.get("/gpu", headers=headers)).json()
-        if gpu["state"] == state:
-            return gpu
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"fleet stayed {gpu.get('state')}: {gpu}")
 
 
 async def test_request_starts_idle_stops_operator_stops(
@@ -54,11 +44,11 @@ async def test_request_starts_idle_stops_operator_stops(
             break
         await asyncio.sleep(0.1)
     assert job["status"] == "succeeded"
-    gpu = await _wait_gpu(client, user, "ready", timeout_s=5)
+    gpu = await wait_gpu(client, user, "ready", timeout_s=5)
     assert gpu["workers_ready"] == 1
     assert local_backend.pid
 
-    stopped = await _wait_gpu(client, user, "stopped", timeout_s=30)
+    stopped = await wait_gpu(client, user, "stopped", timeout_s=30)
     assert "idle" in stopped["reason"]
     assert local_backend.pid is None
 
@@ -68,7 +58,7 @@ async def test_request_starts_idle_stops_operator_stops(
     assert (await again.json())["status"] == "succeeded"
     assert (await client.post("/gpu/stop", headers=user)).status == 403
     assert (await client.post("/gpu/stop", headers=admin)).status == 202
-    await _wait_gpu(client, user, "stopped", timeout_s=30)
+    await wait_gpu(client, user, "stopped", timeout_s=30)
     assert local_backend.pid is None
 
     usage = await (await client.get("/usage", headers=user)).json()
@@ -105,14 +95,14 @@ async def test_budget_hard_stop_refuses_jobs_and_stops_the_fleet(
     assert (
         await client.post("/gpu/start", headers=_auth(make_token("ops", scopes=ADMIN)))
     ).status == 202
-    await _wait_gpu(client, _auth(make_token("ops")), "ready", timeout_s=90)
+    await wait_gpu(client, _auth(make_token("ops")), "ready", timeout_s=90)
     await add_gpu_seconds(redis, 20.0, now=time.time())  # $0.02 at $3.60/h
     user = _auth(make_token("spender"))
     response = await client.post("/infer", json={"prompt": "hi"}, headers=user)
     assert response.status == 402
     assert response.headers["Content-Type"].startswith("application/problem+json")
     assert "budget" in (await response.json())["detail"]
-    await _wait_gpu(client, user, "stopped", timeout_s=30)
+    await wait_gpu(client, user, "stopped", timeout_s=30)
     assert local_backend.pid is None
     start = await client.post("/gpu/start", headers=_auth(make_token("ops", scopes=ADMIN)))
     assert start.status == 402

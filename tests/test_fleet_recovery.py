@@ -21,6 +21,7 @@ from aiohttp import web
 
 from services.gateway.fleet.backends import LocalFleet
 from services.gateway.http.app import create_app
+from tests.support import wait_gpu
 
 pytestmark = pytest.mark.slow
 ADMIN = ("tinyllama/admin",)
@@ -33,17 +34,6 @@ def _auth(token: str) -> dict[str, str]:
 
 async def _gpu(client, headers) -> dict:
     return await (await client.get("/gpu", headers=headers)).json()
-
-
-async def _wait_gpu(client, headers, states: set[str], timeout_s: float) -> dict:
-    gpu: dict = {}
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        gpu = await _gpu(client, headers)
-        if gpu["state"] in states:
-            return gpu
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"fleet stayed {gpu.get('state')} for {timeout_s} s: {gpu}")
 
 
 async def _wait_job(client, url: str, headers, states: set[str], timeout_s: float) -> dict:
@@ -59,7 +49,7 @@ async def _wait_job(client, url: str, headers, states: set[str], timeout_s: floa
 
 async def _warm(client, admin, user) -> None:
     assert (await client.post("/gpu/start", headers=admin)).status == 202
-    gpu = await _wait_gpu(client, user, {"ready"}, timeout_s=90)
+    gpu = await wait_gpu(client, user, "ready", timeout_s=90)
     assert gpu["workers_ready"] == 1
 
 
@@ -147,8 +137,8 @@ async def test_a_start_that_dies_fails_fast_and_start_tries_again(
     client = await aiohttp_client(create_app(fleet_settings, fleet_backend=dying))
     user, admin = _auth(make_token("u")), _auth(make_token("ops", scopes=ADMIN))
     assert (await client.post("/gpu/start", headers=admin)).status == 202
-    await _wait_gpu(client, user, {"starting"}, timeout_s=5)
-    failed = await _wait_gpu(client, user, {"stopped"}, timeout_s=15)
+    await wait_gpu(client, user, "starting", timeout_s=5)
+    failed = await wait_gpu(client, user, "stopped", timeout_s=15)
     assert "start" in failed["reason"]
     first_change = failed["changed_at"]
     assert (await client.post("/gpu/start", headers=admin)).status == 202
@@ -215,5 +205,5 @@ async def test_start_works_after_a_gateway_died_with_the_fleet_ready(
     second_backend = LocalFleet(environ=local_backend._environ, drain_timeout_s=5)
     second = await aiohttp_client(create_app(fleet_settings, fleet_backend=second_backend))
     assert (await second.post("/gpu/start", headers=admin)).status == 202
-    gpu = await _wait_gpu(second, user, {"ready"}, timeout_s=90)
+    gpu = await wait_gpu(second, user, "ready", timeout_s=90)
     assert gpu["workers_ready"] == 1

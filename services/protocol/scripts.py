@@ -19,6 +19,11 @@ from redis.exceptions import NoScriptError
 _MARK = "\x00"
 
 
+def as_text(value: bytes | str | None) -> str:
+    """A Redis reply (bytes, or ``None`` for a missing value) as text."""
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
 def lua_string(value: str) -> str:
     """``value`` as a Lua string literal."""
     escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from services.gateway.billing.budget import BudgetGate
 from services.gateway.fleet.backends import FleetBackend
 from services.gateway.fleet.observe import observe
-from services.gateway.fleet.rules import Decision, FleetView, Observation, decide
+from services.gateway.fleet.rules import Decision, FleetView, Observation, backoff_s, decide
 from services.gateway.fleet.store import FleetStore
 from services.gateway.jobs.store import JobStore
 from services.gateway.settings import GatewaySettings
@@ -105,7 +105,7 @@ class FleetController:
                     reason=f"start failed: {type(exc).__name__}",
                     now=self._clock(),
                     failures=view.failures + 1,
-                    retry_at=self._clock() + 5.0,
+                    retry_at=self._clock() + backoff_s(view.failures + 1),
                 )
             return True
         if decision.action == "stop":

@@ -17,7 +17,7 @@ from services.gateway.fleet.rules import FleetView
 from services.protocol import names
 from services.protocol.fleet import FLEET_LUA
 from services.protocol.names import FleetField as F
-from services.protocol.scripts import LuaScript, lua_string
+from services.protocol.scripts import LuaScript, as_text, lua_string
 
 log = logging.getLogger("tinyllama.gateway.fleet")
 
@@ -94,10 +94,6 @@ return 0
 )
 
 
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
-
-
 class FleetStore:
     """Reads and changes the fleet's state."""
 
@@ -107,7 +103,7 @@ class FleetStore:
     async def read(self) -> FleetView:
         """The fleet's state as stored."""
         raw = await self.redis.hgetall(names.FLEET_KEY)
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
 
         def number(field: str) -> float:
             return float(fields.get(field) or 0)
@@ -188,4 +184,4 @@ class FleetStore:
             keys={"fleet": names.FLEET_KEY},
             args={"idle_deadline": repr(idle_deadline)},
         )
-        return _text(state) or "stopped"
+        return as_text(state) or "stopped"

@@ -24,7 +24,7 @@ from services.protocol import names
 from services.protocol.fleet import FLEET_LUA
 from services.protocol.messages import DoneEvent, ErrorEvent, GenerateResult, JobEvent, JobPayload
 from services.protocol.names import JobField
-from services.protocol.scripts import LuaScript, lua_key, lua_string
+from services.protocol.scripts import LuaScript, as_text, lua_key, lua_string
 from services.protocol.serializer import decode_event, encode_event, encode_payload, serialize_job
 
 EXPIRED = ErrorEvent(
@@ -235,10 +235,6 @@ class JobView:
 CancelOutcome = Literal["cancelled", "requested"]
 
 
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
-
-
 class JobStore:
     """One queue's jobs: submit, read, follow, cancel, expire."""
 
@@ -309,7 +305,7 @@ class JobStore:
             raise RateLimited(float(value))
         if code == -1:
             raise QueueFull(int(value))
-        return Submitted(job_id=_text(value), created=code == 1)
+        return Submitted(job_id=as_text(value), created=code == 1)
 
     async def reap(self, *, now: float | None = None, limit: int = REAP_BATCH) -> int:
         """End jobs whose deadline passed while no worker ran them; return how many were due."""
@@ -354,13 +350,13 @@ class JobStore:
     async def read(self, job_id: str, *, subject: str) -> JobView | None:
         """The job if it is ``subject``'s; ``None`` otherwise (no existence leak)."""
         fields = await self.redis.hgetall(names.job_key(job_id))
-        if not fields or _text(fields.get(JobField.SUBJECT.encode())) != subject:
+        if not fields or as_text(fields.get(JobField.SUBJECT.encode())) != subject:
             return None
         view = JobView(
             job_id=job_id,
-            status=_text(fields.get(JobField.STATUS.encode())) or "queued",
-            created_at=float(_text(fields.get(JobField.CREATED_AT.encode())) or 0),
-            deadline=float(_text(fields.get(JobField.DEADLINE.encode())) or 0),
+            status=as_text(fields.get(JobField.STATUS.encode())) or "queued",
+            created_at=float(as_text(fields.get(JobField.CREATED_AT.encode())) or 0),
+            deadline=float(as_text(fields.get(JobField.DEADLINE.encode())) or 0),
         )
         final = await self.final(job_id)
         if isinstance(final, DoneEvent):
@@ -404,7 +400,7 @@ class JobStore:
         if not reply:
             return []
         field = names.EVENT_FIELD.encode()
-        return [(_text(entry_id), decode_event(data[field])) for entry_id, data in reply[0][1]]
+        return [(as_text(entry_id), decode_event(data[field])) for entry_id, data in reply[0][1]]
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         """A queued job ends now (``cancelled``); a running one is asked to stop (``requested``)."""
