@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -18,6 +19,7 @@ from aiohttp import web
 from joserfc.jwk import RSAKey
 from redis.asyncio import Redis
 
+from services.devstack.redis_server import free_port, redis_answers
 from services.protocol import names
 from services.protocol.serializer import decode_heartbeat
 
@@ -200,6 +202,70 @@ class WorkerProcess:
         kill_group(self.process.pid, grace_s=1.0)
         self._log.close()
         return code
+
+
+class StartedWorkers:
+    """Starts real worker processes on one Redis; ``stop_all`` stops each (a fixture's teardown)."""
+
+    def __init__(
+        self, *, redis_url: str, model_path: Path, cache_dir: Path, **defaults: str
+    ) -> None:
+        self._env = worker_env(
+            redis_url=redis_url, model_path=model_path, cache_dir=cache_dir, **defaults
+        )
+        self.started: list[WorkerProcess] = []
+
+    def start(self, **overrides: str) -> WorkerProcess:
+        """One more worker, its environment ``overrides`` on top of the defaults."""
+        worker = WorkerProcess({**self._env, **overrides}, worker_id=f"test-{uuid.uuid4().hex[:8]}")
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        """Stop every worker started here."""
+        for worker in self.started:
+            worker.stop()
+
+
+class RedisServer:
+    """A private ``redis-server`` that a test stops and starts again on the same port.
+
+    Append-only, synced on every write, in ``workdir``: a restart is an outage, not a
+    loss of data. Each start gets a process group of its own, which ``stop`` sweeps.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout_s: float = 10.0) -> None:
+        """Start it (again) and wait until it answers PING."""
+        listen = ["--bind", "127.0.0.1", "--port", str(self.port)]
+        durable = ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        self.process = subprocess.Popen(
+            ["redis-server", *listen, *durable, "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while not redis_answers(self.url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on {self.port} did not start")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL it: every client's next command fails until ``start``."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Stop it and anything left in its process group (teardown)."""
+        if self.process is not None:
+            kill_group(self.process.pid, grace_s=5.0)
+            self.process.wait()
 
 
 async def wait_gpu(client, headers: dict[str, str], state: str, *, timeout_s: float) -> dict:

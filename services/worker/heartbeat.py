@@ -7,13 +7,16 @@ import logging
 import time
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from services.protocol.aws import aws_client
 from services.protocol.heartbeats import send_heartbeat
 from services.protocol.messages import Heartbeat
 from services.protocol.telemetry import CLOUDWATCH_NAMESPACE, WORKER_HEARTBEAT, cloudwatch_datum
 from services.worker.engine import Engine, measure_rate
 from services.worker.leases import Leases
 from services.worker.metering import add_gpu_seconds
+from services.worker.outage import Outage
 from services.worker.settings import WorkerSettings
 
 log = logging.getLogger("tinyllama.worker.heartbeat")
@@ -44,9 +47,14 @@ async def run_heartbeats(
     ready: asyncio.Event,
     leases: Leases,
 ) -> None:
-    """Forever: a heartbeat every ``settings.heartbeat_s``; Redis hiccups are logged, not fatal."""
+    """Forever: a heartbeat every ``settings.heartbeat_s``; Redis hiccups are logged, not fatal.
+
+    One warning per outage (not per beat); the GPU time of the outage is metered with the
+    first beat that gets through.
+    """
     sample = (time.monotonic(), engine.tokens_done)
     metered_at = time.monotonic()
+    outage = Outage("heartbeat", logger=log)
     while True:
         rate, sample = measure_rate(engine, since=sample)
         beat = build_heartbeat(
@@ -63,8 +71,10 @@ async def run_heartbeats(
                 engine.metrics.occupancy.set(engine.active / engine.capacity)
                 engine.metrics.tokens_per_s.set(rate)
             metered_at = now
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            log.warning("heartbeat failed: %s", exc)
+        except (RedisError, OSError) as exc:
+            outage.failed(exc)
+        else:
+            outage.answered()
         await asyncio.sleep(settings.heartbeat_s)
 
 
@@ -76,9 +86,7 @@ async def publish_heartbeat_metric(
     The stack's WorkerSilent alarm fires when a worker task runs but this goes quiet.
     """
     if client is None:
-        import boto3
-
-        client = boto3.client("cloudwatch")
+        client = aws_client("cloudwatch")
     datum = [cloudwatch_datum(name=WORKER_HEARTBEAT, env=env, value=1.0, unit="Count")]
     while True:
         if ready.is_set():

@@ -10,9 +10,12 @@ the job from the tokens already published.
 
 from __future__ import annotations
 
+import contextlib
+
 from redis.asyncio import Redis
 
 from services.protocol import names
+from services.worker.outage import REDIS_DOWN
 
 
 class Leases:
@@ -23,9 +26,13 @@ class Leases:
         self._held: set[str] = set()
 
     async def take(self, redis: Redis, job_id: str) -> None:
-        """Shorten ARQ's in-progress mark of ``job_id`` to one lease."""
+        """Shorten ARQ's in-progress mark of ``job_id`` to one lease.
+
+        With Redis away the next renewal shortens it: the job need not wait for that.
+        """
         self._held.add(job_id)
-        await redis.pexpire(names.arq_in_progress_key(job_id), self.lease_ms)
+        with contextlib.suppress(*REDIS_DOWN):
+            await redis.pexpire(names.arq_in_progress_key(job_id), self.lease_ms)
 
     def release(self, job_id: str) -> None:
         """Stop renewing (ARQ deletes the mark itself when the job ends)."""

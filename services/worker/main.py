@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from typing import Any
@@ -21,8 +22,9 @@ from services.worker.heartbeat import publish_heartbeat_metric, run_heartbeats
 from services.worker.leases import Leases
 from services.worker.loading import load_model
 from services.worker.metrics import WorkerMetrics
+from services.worker.outage import REDIS_DOWN, Outage, retry_redis
 from services.worker.publisher import StreamWriter
-from services.worker.runner import run_job
+from services.worker.runner import MAX_RUNS, run_job
 from services.worker.settings import WorkerSettings
 
 log = logging.getLogger("tinyllama.worker")
@@ -38,18 +40,78 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-class BatchingWorker(Worker):
-    """ARQ's worker, minus a cost that matters at batch sizes: re-checking its own jobs.
+# Never reached: the job itself ends one that keeps killing workers (``MAX_RUNS``) with an
+# event its client sees; ARQ's own "max retries exceeded" would drop it without one.
+ARQ_MAX_TRIES = MAX_RUNS + 100
 
-    ARQ leaves a running job in the queue until it ends, so every poll (every few
-    ms here) re-reads each job this worker already runs and spends four Redis
-    commands on it. Jobs this process runs are skipped before that check.
+
+class BatchingWorker(Worker):
+    """ARQ's worker, riding out Redis outages, minus a cost that matters at batch sizes.
+
+    ARQ ends its poll loop on the first Redis error, and with it the worker and its warm
+    model. Here a poll that fails backs off (0.1 s doubling to 5 s, one warning per
+    outage) and the loop goes on; ARQ's bookkeeping at a job's end is retried until Redis
+    answers, so no job task fails on a blip.
+
+    ARQ also leaves a running job in the queue until it ends, so every poll (every few
+    ms here) re-reads each job this worker already runs and spends four Redis commands
+    on it. Jobs this process runs are skipped before that check.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._outage = Outage("queue poll", logger=log)
+
+    async def _poll_iteration(self) -> None:
+        """One poll; with Redis away, wait a little longer instead of stopping the worker."""
+        try:
+            await super()._poll_iteration()
+        except REDIS_DOWN as exc:
+            await asyncio.sleep(self._outage.failed(exc))
+        else:
+            self._outage.answered()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Start the jobs that are not already running here."""
-        mine = self.job_tasks
-        await super().start_jobs([j for j in job_ids if j.decode() not in mine])
+        for job_id in job_ids:
+            if self.job_counter >= self.max_jobs:
+                return
+            if job_id.decode() in self.job_tasks:
+                continue
+            try:
+                await super().start_jobs([job_id])
+            except REDIS_DOWN:
+                # ARQ took a slot before the call that failed, and only a started job
+                # gives it back: give it back here, or each outage shrinks the worker.
+                self.job_counter -= 1
+                self.sem.release()
+                raise
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """ARQ's job run; if Redis fails ARQ's first read, hand the job back for a later poll."""
+        try:
+            await super().run_job(job_id, score)
+        except REDIS_DOWN as exc:
+            # The job did not start (its end is retried below, the job itself rides out
+            # outages): drop the in-progress mark, which would hold it for the job timeout.
+            log.warning("job not started, Redis away: %s", exc, extra={"job_id": job_id})
+            key = names.arq_in_progress_key(job_id)
+            await retry_redis(
+                functools.partial(self.pool.delete, key), what=f"job {job_id}: hand back"
+            )
+
+    async def finish_job(self, job_id: str, *args: Any) -> None:
+        """ARQ's record of a job's end, retried until Redis answers (it is idempotent)."""
+        await retry_redis(
+            functools.partial(super().finish_job, job_id, *args), what=f"job {job_id}: ARQ end"
+        )
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """ARQ's record of a job it could not run, retried until Redis answers."""
+        await retry_redis(
+            functools.partial(super().finish_failed_job, job_id, result_data),
+            what=f"job {job_id}: ARQ end",
+        )
 
 
 def build_worker(
@@ -66,11 +128,17 @@ def build_worker(
             worker_id=settings.worker_id,
             ttl_s=settings.result_ttl_s,
             queue_name=settings.queue_name,
+            delivery_timeout_s=settings.delivery_timeout_s,
         )
 
     return BatchingWorker(
         functions=[
-            func(generate, name=names.JOB_FUNCTION, max_tries=3, timeout=settings.job_timeout_s)
+            func(
+                generate,
+                name=names.JOB_FUNCTION,
+                max_tries=ARQ_MAX_TRIES,
+                timeout=settings.job_timeout_s,
+            )
         ],
         redis_settings=redis_settings(settings.redis_url),
         queue_name=settings.queue_name,
@@ -111,6 +179,7 @@ async def serve(settings: WorkerSettings) -> None:
     )
     watchdog: asyncio.Task[None] | None = None
     worker: Worker | None = None
+    writer = StreamWriter(redis, delivery_timeout_s=settings.delivery_timeout_s)
     cloudwatch = (
         asyncio.create_task(publish_heartbeat_metric(env=settings.env, ready=ready))
         if settings.publish_metrics
@@ -121,9 +190,7 @@ async def serve(settings: WorkerSettings) -> None:
         watchdog = asyncio.create_task(engine.watch())
         # Built only now: ARQ's signal handlers drain a running worker, but a signal that
         # reaches them before ``async_run`` is swallowed and the worker would never stop.
-        worker = build_worker(
-            settings=settings, engine=engine, leases=leases, writer=StreamWriter(redis)
-        )
+        worker = build_worker(settings=settings, engine=engine, leases=leases, writer=writer)
         ready.set()
         log.info(
             "worker ready",
@@ -143,6 +210,7 @@ async def serve(settings: WorkerSettings) -> None:
         if worker is not None:
             with contextlib.suppress(Exception):
                 await worker.close()
+        await writer.close(timeout_s=5.0)  # tokens of jobs handed back: their re-run resumes
         await engine.stop()
         await redis.aclose()
         log.info("worker stopped")

@@ -1,7 +1,9 @@
 """The ARQ job: one request through the engine, published event by event.
 
 At-least-once safe: a re-run (after a crash) resumes from the tokens the
-earlier run already published, and the final result is written once.
+earlier run already published, and the final result is written once. A job
+whose runs kill their worker is not run a third time, and a job whose events
+Redis cannot take ends with an error: every job ends with an event a client sees.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from arq.constants import retry_key_prefix
 from redis.asyncio import Redis
 
 from services.protocol import names
@@ -32,10 +36,17 @@ from services.protocol.serializer import decode_payload
 from services.worker.engine import Engine, EngineError, Sampling
 from services.worker.leases import Leases
 from services.worker.metering import record_job
-from services.worker.publisher import EventPublisher, StreamWriter
+from services.worker.outage import REDIS_DOWN, DeliveryFailed, retry_redis
+from services.worker.publisher import EventPublisher
+from services.worker.settings import WorkerSettings
 from services.worker.text import TextStream
 
 log = logging.getLogger("tinyllama.worker.runner")
+
+# A job is run at most this often. ARQ counts pickups (``job_try``) and a run that a drain
+# hands back gives its pickup back, so earlier pickups are runs that took their worker down
+# (kill -9, out of memory): past this many, the job fails instead of killing another one.
+MAX_RUNS = 2
 
 
 def encode_prompt(
@@ -67,37 +78,44 @@ async def run_job(
     worker_id: str,
     ttl_s: int,
     queue_name: str = names.QUEUE_NAME,
+    delivery_timeout_s: float = WorkerSettings.delivery_timeout_s,
 ) -> str:
     """Run one job to its end; return its final status (ARQ stores it as the result)."""
     redis: Redis = ctx["redis"]
     job = decode_payload(payload)
-    await leases.take(redis, ctx.get("job_id", job.job_id))
+    arq_id = ctx.get("job_id", job.job_id)
+    publisher = EventPublisher(
+        redis,
+        job.job_id,
+        ttl_s=ttl_s,
+        queue_name=queue_name,
+        writer=ctx.get("stream_writer"),
+        delivery_timeout_s=delivery_timeout_s,
+    )
+    await leases.take(redis, arq_id)
     try:
         return await _run(
             redis,
             job,
             engine=engine,
             worker_id=worker_id,
-            ttl_s=ttl_s,
-            queue_name=queue_name,
-            writer=ctx.get("stream_writer"),
+            publisher=publisher,
+            job_try=ctx.get("job_try", 1),
         )
+    except DeliveryFailed as exc:
+        log.warning("job events undeliverable: %s", exc, extra={"job_id": job.job_id})
+        message = f"the job's events could not be delivered: {exc}"
+        await publisher.finish(ErrorEvent(code="delivery_failed", message=message))
+        return "failed"
     except Exception as exc:
         # A bug or an outage must still end the client's stream with a clear error.
         log.exception("job failed", extra={"job_id": job.job_id})
-        publisher = EventPublisher(
-            redis,
-            job.job_id,
-            ttl_s=ttl_s,
-            queue_name=queue_name,
-            writer=ctx.get("stream_writer"),
-        )
         await publisher.finish(
             ErrorEvent(code="internal", message=f"the worker failed: {type(exc).__name__}")
         )
         return "failed"
     finally:
-        leases.release(ctx.get("job_id", job.job_id))
+        leases.release(arq_id)
 
 
 async def _run(
@@ -106,20 +124,30 @@ async def _run(
     *,
     engine: Engine,
     worker_id: str,
-    ttl_s: int,
-    queue_name: str,
-    writer: StreamWriter | None,
+    publisher: EventPublisher,
+    job_try: int,
 ) -> str:
     started = time.time()
-    publisher = EventPublisher(redis, job.job_id, ttl_s=ttl_s, queue_name=queue_name, writer=writer)
     if await publisher.final() is not None:
         return "done-before"  # an earlier run finished it; nothing to add
+    if job_try > MAX_RUNS:
+        crashes = job_try - 1
+        times = "twice" if crashes == 2 else f"{crashes} times"
+        log.error("job crashed its worker %s: not run again", times, extra={"job_id": job.job_id})
+        await publisher.finish(
+            ErrorEvent(
+                code="worker_crashed",
+                message=f"the job crashed the worker {times}; it is not run again",
+                status="failed",
+            )
+        )
+        return "failed"
     if started > job.deadline:
         await publisher.finish(
             ErrorEvent(code="expired", message="the job waited past its deadline", status="expired")
         )
         return "expired"
-    if await _cancel_requested(redis, job.job_id):
+    if await _retry(lambda: _cancel_requested(redis, job.job_id), "cancel check", publisher):
         await publisher.finish(
             ErrorEvent(code="cancelled", message="cancelled before it started", status="cancelled")
         )
@@ -128,13 +156,27 @@ async def _run(
     try:
         return await _generate(redis, job, engine=engine, publisher=publisher, started=started)
     except asyncio.CancelledError:
-        # Abort (DELETE /jobs/…, client gone) or shutdown? Only an abort ends the job here;
-        # on shutdown ARQ re-queues it and another run resumes it.
-        if await asyncio.shield(_cancel_requested(redis, job.job_id)):
-            await asyncio.shield(
-                _finish_cancelled(job, engine=engine, publisher=publisher, started=started)
-            )
+        await asyncio.shield(
+            _cancelled(redis, job, engine=engine, publisher=publisher, started=started)
+        )
         raise
+
+
+async def _cancelled(
+    redis: Redis, job: JobPayload, *, engine: Engine, publisher: EventPublisher, started: float
+) -> None:
+    """Abort (DELETE /jobs/…, client gone) or shutdown? Only an abort ends the job here.
+
+    On shutdown ARQ re-queues it and another run resumes it; this run gives its pickup
+    back, since its worker did not crash. With Redis away it is taken for a shutdown.
+    """
+    try:
+        if await _cancel_requested(redis, job.job_id):
+            await _finish_cancelled(job, engine=engine, publisher=publisher, started=started)
+        else:
+            await redis.decr(retry_key_prefix + job.job_id)
+    except (*REDIS_DOWN, DeliveryFailed) as exc:
+        log.warning("job cancelled with Redis away: %s", exc, extra={"job_id": job.job_id})
 
 
 async def _finish_cancelled(
@@ -249,15 +291,42 @@ async def _generate(
         first=first,
     )
     # The GPU stays warm `idle` minutes after the job's end, not after its arrival.
-    await raise_idle_deadline(
-        redis, deadline=time.time() + request.idle * engine.settings.idle_unit_s, want=False
+    idle_until = time.time() + request.idle * engine.settings.idle_unit_s
+    await _best_effort(
+        lambda: raise_idle_deadline(redis, deadline=idle_until, want=False),
+        "idle deadline",
+        publisher,
     )
     if await publisher.finish(DoneEvent(result=result)):
         if engine.metrics is not None:
             engine.metrics.observe_result(result)
         # This job's share of the GPU: its time divided among the sequences it ran beside.
         share = result.timings.generation_s / max(1, engine.active + 1)
-        await record_job(
-            redis, subject=job.subject, result=result, gpu_share_s=share, now=time.time()
+        await _best_effort(
+            lambda: record_job(
+                redis, subject=job.subject, result=result, gpu_share_s=share, now=time.time()
+            ),
+            "usage record",
+            publisher,
         )
     return "succeeded"
+
+
+async def _retry(op: Callable[[], Awaitable[Any]], what: str, publisher: EventPublisher) -> Any:
+    """``op`` across a Redis blip; ``DeliveryFailed`` past the job's delivery timeout."""
+    return await retry_redis(
+        op,
+        what=f"job {publisher.job_id}: {what}",
+        give_up_after_s=publisher.delivery_timeout_s,
+        logger=log,
+    )
+
+
+async def _best_effort(
+    op: Callable[[], Awaitable[Any]], what: str, publisher: EventPublisher
+) -> None:
+    """Bookkeeping the job's result does not wait on for ever: retried, then skipped."""
+    try:
+        await _retry(op, what, publisher)
+    except DeliveryFailed as exc:
+        log.warning("%s skipped: %s", what, exc)

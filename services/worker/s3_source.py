@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
+from services.protocol.aws import aws_client
+
 log = logging.getLogger("tinyllama.worker.s3")
 
 
@@ -23,9 +25,7 @@ def download_prefix(url: str, *, cache_dir: Path, client: object | None = None) 
     target = cache_path(url, cache_dir=cache_dir)
     if (target / ".complete").exists():
         return target
-    import boto3
-
-    s3 = client or boto3.client("s3")
+    s3 = client or aws_client("s3")
     parsed = urlparse(url)
     bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
     if prefix and not prefix.endswith("/"):

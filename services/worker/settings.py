@@ -40,6 +40,7 @@ class WorkerSettings:
     result_ttl_s: int = 86_400
     job_timeout_s: float = 600.0
     drain_timeout_s: float = 30.0
+    delivery_timeout_s: float = 30.0  # Redis takes no events this long: the job fails
     warmup: bool = True
     idle_unit_s: float = 60.0  # one "idle minute" (tests shorten it)
     metrics_port: int = 9101  # Prometheus /metrics of this worker; 0 = off
@@ -87,6 +88,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
             "metrics_port": ("TINYLLAMA_METRICS_PORT", int),
             "job_timeout_s": ("TINYLLAMA_JOB_TIMEOUT", float),
             "drain_timeout_s": ("TINYLLAMA_DRAIN_TIMEOUT", float),
+            "delivery_timeout_s": ("TINYLLAMA_DELIVERY_TIMEOUT", float),
             "publish_metrics": ("TINYLLAMA_PUBLISH_METRICS", bool),
             "warmup": ("TINYLLAMA_WARMUP", bool),
         },
@@ -103,6 +105,8 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
         raise ValueError("TINYLLAMA_CUDA_GRAPHS must be auto, on or off")
     if settings.lease_s <= settings.heartbeat_s:
         raise ValueError("TINYLLAMA_LEASE must be longer than TINYLLAMA_HEARTBEAT (leases renew)")
+    if settings.delivery_timeout_s <= 0:
+        raise ValueError("TINYLLAMA_DELIVERY_TIMEOUT must be > 0")
     if settings.max_batch < 1 or settings.cache_tokens < settings.block_size:
         raise ValueError(
             "TINYLLAMA_MAX_BATCH must be >= 1 and TINYLLAMA_CACHE_TOKENS >= block size"

@@ -1,13 +1,16 @@
-"""In-process engine fixtures on the demo model (greedy, so outputs are exact)."""
+"""Engine fixtures on the demo model (greedy: exact outputs); a private Redis; real workers."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from services.worker.settings import WorkerSettings
+from tests.support import RedisServer, StartedWorkers, WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +50,36 @@ async def engine(loaded_model, engine_settings):
 def small_engine_settings(engine_settings):
     """Settings whose KV cache holds only 256 tokens."""
     return dataclasses.replace(engine_settings, cache_tokens=256)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis of this test's own, which it may kill and start again."""
+    server = RedisServer(tmp_path / "redis")
+    server.workdir.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A client of the private Redis (it reconnects by itself after a restart)."""
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def start_worker(
+    redis_server: RedisServer, demo_model_path: Path, cache_dir: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes on the private Redis (INFO logs); all stop at teardown."""
+    workers = StartedWorkers(
+        redis_url=redis_server.url,
+        model_path=demo_model_path,
+        cache_dir=cache_dir,
+        TINYLLAMA_LOG_LEVEL="INFO",
+    )
+    yield workers.start
+    workers.stop_all()
