@@ -7,13 +7,14 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help up test lint format install synth test-fast test-compose bench-worker bench-gateway demo-model clean
+.PHONY: help up test lint format install synth test-fast test-compose bench-worker bench-gateway chaos demo-model clean
 
 help:
 	@echo "make up            run Redis + gateway + worker locally (Ctrl-C stops them)"
 	@echo "make test          lint and run the whole test suite"
 	@echo "make bench-worker  full-stack batching throughput vs sequential generate"
 	@echo "make bench-gateway gateway enqueue throughput vs a FastAPI peer"
+	@echo "make chaos         60 s mixed load with a Redis restart and a worker kill -9"
 	@echo "make demo-model    build the offline demo model into the cache"
 	@echo "make test-compose  build the images and smoke-test docker-compose.yml under podman (root)"
 	@echo "make synth         cdk synth for ENV (default dev), offline"
@@ -60,6 +61,10 @@ test-compose:
 
 bench-worker: $(STAMP)
 	$(PY) bench/worker.py
+
+# A 60 s mixed load on a real stack, Redis restarted and a worker killed in the middle.
+chaos: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) bench/chaos.py
 
 bench-gateway: $(STAMP)
 	$(PIP) install -q -r bench/peers/requirements.txt

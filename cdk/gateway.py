@@ -19,6 +19,10 @@ CONTAINER_NAME = "gateway"
 CONTAINER_PORT = 8080
 GATEWAY_COMMAND = ["python", "-m", "services.gateway"]
 HEALTH_CHECK_PATH = "/health"
+# Unauthenticated, and meant for scrapers inside the VPC (task IP): the public ALB
+# answers these paths itself, ahead of every other rule, and never forwards them.
+INTERNAL_PATHS = ["/metrics", "/metrics/*"]
+INTERNAL_PATHS_PRIORITY = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,11 +156,15 @@ class Gateway(Construct):
                 ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
                 open=True,
             )
-            self.load_balancer.add_redirect(source_port=80, target_port=443)
+            redirect = self.load_balancer.add_redirect(source_port=80, target_port=443)
+            self.public_listeners = [self.listener, redirect]
         else:
             self.listener = self.load_balancer.add_listener(
                 "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=True
             )
+            self.public_listeners = [self.listener]
+        for listener in self.public_listeners:
+            _hide_internal_paths(listener)
         self.target_group = self.listener.add_targets(
             "Gateway",
             port=CONTAINER_PORT,
@@ -217,3 +225,15 @@ class Gateway(Construct):
         """The ALB's own URL (https when a certificate is configured)."""
         scheme = "https" if self.https else "http"
         return f"{scheme}://{self.load_balancer.load_balancer_dns_name}"
+
+
+def _hide_internal_paths(listener: elbv2.ApplicationListener) -> None:
+    """Answer ``INTERNAL_PATHS`` with a fixed 404 on ``listener``, before any other rule."""
+    listener.add_action(
+        "HideInternalPaths",
+        priority=INTERNAL_PATHS_PRIORITY,
+        conditions=[elbv2.ListenerCondition.path_patterns(INTERNAL_PATHS)],
+        action=elbv2.ListenerAction.fixed_response(
+            404, content_type="text/plain", message_body="Not Found"
+        ),
+    )

@@ -136,6 +136,11 @@ class Identity(Construct):
         return [self.desktop_client.user_pool_client_id, self.machine_client.user_pool_client_id]
 
     @property
+    def invoke_scope_name(self) -> str:
+        """The full invoke scope string every gateway caller's access token must carry."""
+        return f"{RESOURCE_SERVER_ID}/{INVOKE_SCOPE}"
+
+    @property
     def admin_scope_name(self) -> str:
         """The full admin scope string carried in access tokens."""
         return f"{RESOURCE_SERVER_ID}/{ADMIN_SCOPE}"

@@ -147,8 +147,13 @@ class TinyLlamaStack(Stack):
             public_subnets=network.public_subnets,
             private_subnets=network.private_subnets,
             image=_image(GATEWAY_DOCKERFILE),
-            # The gateway's controller starts and stops the GPU service (ecs:UpdateService).
-            environment={**environment, "TINYLLAMA_FLEET": "aws"},
+            # The gateway's controller starts and stops the GPU service (ecs:UpdateService);
+            # every caller needs the invoke scope (both app clients may ask for it).
+            environment={
+                **environment,
+                "TINYLLAMA_FLEET": "aws",
+                "TINYLLAMA_REQUIRED_SCOPE": self.identity.invoke_scope_name,
+            },
             secrets=secrets,
         )
         self.observability = Observability(

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -292,16 +293,23 @@ def read_json_lines(text: str) -> list[dict]:
     return out
 
 
-async def read_sse(response) -> list[tuple[str | None, dict]]:
-    """Read a Server-Sent Events response until its ``done`` or ``error`` event."""
-    events: list[tuple[str | None, dict]] = []
+async def sse_events(response) -> AsyncIterator[tuple[str | None, str]]:
+    """A Server-Sent Events response's events as (event name, raw data), until it ends."""
     event = None
     async for raw in response.content:
         line = raw.decode().rstrip("\r\n")
         if line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):
-            events.append((event, json.loads(line[5:])))
-            if event in ("done", "error"):
-                break
+            yield event, line[5:].strip()
+            event = None
+
+
+async def read_sse(response) -> list[tuple[str | None, dict]]:
+    """Read a Server-Sent Events response until its ``done`` or ``error`` event."""
+    events: list[tuple[str | None, dict]] = []
+    async for event, data in sse_events(response):
+        events.append((event, json.loads(data)))
+        if event in ("done", "error"):
+            break
     return events

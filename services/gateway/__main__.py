@@ -8,10 +8,9 @@ import os
 import sys
 from collections.abc import Mapping
 
-from aiohttp import web
-
 from services.gateway.fleet.backends import EcsFleet, FleetBackend, LocalFleet, NoFleet
 from services.gateway.http.app import create_app
+from services.gateway.http.server import serve
 from services.gateway.settings import GatewaySettings, load_settings
 from services.protocol.logs import configure_logging
 from services.protocol.process import reset_signals
@@ -47,14 +46,14 @@ def main() -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    web.run_app(
-        create_app(settings, fleet_backend=build_backend(settings, environ=os.environ)),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        keepalive_timeout=310,  # longer than the ALB's 300 s idle timeout
-        reuse_port=True,
-        print=None,
+    app = create_app(settings, fleet_backend=build_backend(settings, environ=os.environ))
+    asyncio.run(
+        serve(
+            app,
+            host=settings.host,
+            port=settings.port,
+            header_timeout_s=settings.header_timeout_s,
+        )
     )
     return 0
 

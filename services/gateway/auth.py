@@ -3,6 +3,10 @@
 ``verify_token`` is pure (token, keys, policy, now → claims); ``JwksCache``
 owns the I/O: a timed refresh, and on an unknown ``kid`` at most one refetch
 per interval, single-flight, so a flood of forged kids costs one fetch.
+
+Every header member and claim is type-checked before it is used: JSON lets a
+token carry a list ``kid``, ``exp: 1e400`` or a dict among its groups, and each
+of those must be a 401, never an exception.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from services.gateway.http.problems import Problem
 
 log = logging.getLogger("tinyllama.gateway.auth")
 ALGORITHMS = ["RS256"]
+# NumericDate claims must be whole seconds in [0, 2**40) (2**40 s is ~ year 36812):
+# a larger "time" is a forgery or a bug, and float() of a JSON big int overflows.
+MAX_NUMERIC_DATE = 2**40
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -38,6 +45,12 @@ class TokenPolicy:
     allow_id_tokens: bool = False
     leeway_s: int = 30
     admin_scope: str = "tinyllama/admin"
+    admin_groups: tuple[str, ...] = ()  # Cognito groups whose members are operators
+    required_scope: str = ""  # every authenticated route needs it ("" = none)
+
+    def grants_admin(self, *, scopes: frozenset[str], groups: frozenset[str]) -> bool:
+        """Operator rights come from the admin scope or a configured group, nothing else."""
+        return self.admin_scope in scopes or not groups.isdisjoint(self.admin_groups)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,10 +61,11 @@ class Principal:
     scopes: frozenset[str]
     groups: frozenset[str]
     expires_at: float
+    is_admin: bool = False
 
     def has_scope(self, scope: str) -> bool:
-        """True if the token grants ``scope`` by OAuth scope or by a Cognito group of that name."""
-        return scope in self.scopes or scope in self.groups or scope.split("/")[-1] in self.groups
+        """True if the token's ``scope`` claim grants ``scope`` (groups never do)."""
+        return scope in self.scopes
 
 
 class AuthError(Problem):
@@ -92,47 +106,110 @@ def read_bearer(header: str | None) -> str:
     return token.strip()
 
 
-def peek_kid(token: str) -> str | None:
-    """The ``kid`` in a token's header, without trusting anything else in it."""
+def read_header(token: str) -> dict[str, Any]:
+    """The token's protected header, if it is a JSON object naming RS256 and a string ``kid``.
+
+    Nothing in it is trusted yet; this only refuses shapes the rest of the code can't use.
+    """
     try:
-        return jws.extract_compact(token.encode()).headers().get("kid")
+        header = jws.extract_compact(token.encode()).headers()
     except (JoseError, ValueError, UnicodeError):
         raise AuthError("token is not a well-formed JWT") from None
+    if not isinstance(header, dict):
+        raise AuthError("token header is not a JSON object")
+    if header.get("alg") not in ALGORITHMS:
+        raise AuthError("token must be signed with RS256")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise AuthError("token header must name its signing key (a string kid)")
+    return header
+
+
+def peek_kid(token: str) -> str:
+    """The ``kid`` in a token's header, without trusting anything else in it."""
+    return read_header(token)["kid"]
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> int | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthError(f"token rejected: {name} must be a number")
+    if isinstance(value, float) and not value.is_integer():  # NaN and inf are not integers
+        raise AuthError(f"token rejected: {name} must be whole seconds")
+    if not 0 <= value < MAX_NUMERIC_DATE:
+        raise AuthError(f"token rejected: {name} is out of range")
+    return int(value)
+
+
+def _string(claims: dict[str, Any], name: str, *, default: str | None = None) -> str:
+    value = claims.get(name, default)
+    if not isinstance(value, str):
+        raise AuthError(f"token rejected: {name} must be a string")
+    return value
+
+
+def _one_of(claims: dict[str, Any], name: str, allowed: tuple[str, ...]) -> None:
+    if _string(claims, name) not in allowed:
+        raise AuthError(f"token rejected: {name} is not accepted")
+
+
+def _groups(claims: dict[str, Any]) -> frozenset[str]:
+    groups = claims.get("cognito:groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise AuthError("token rejected: cognito:groups must be a list of strings")
+    return frozenset(groups)
+
+
+def _check_use(claims: dict[str, Any], policy: TokenPolicy) -> None:
+    """``token_use`` is required: ``access`` (for our clients), or ``id`` when enabled."""
+    token_use = claims.get("token_use")
+    if token_use == "access":
+        _one_of(claims, "client_id", policy.client_ids)
+    elif token_use == "id" and policy.allow_id_tokens:
+        _one_of(claims, "aud", policy.audiences)
+    elif isinstance(token_use, str):
+        raise AuthError(f"token_use {token_use[:32]!r} is not accepted")
+    else:
+        raise AuthError("token rejected: token_use is missing or not a string")
 
 
 def verify_token(token: str, *, keys: KeySet, policy: TokenPolicy, now: float) -> Principal:
-    """Check signature and claims; return the caller or raise ``AuthError``."""
+    """Check header, signature and claims; return the caller or raise ``AuthError``."""
+    read_header(token)
     try:
         decoded = jwt.decode(token, keys, algorithms=ALGORITHMS)
     except JoseError as exc:
         raise AuthError(f"token rejected: {exc.error}") from None
     except (ValueError, TypeError):
         raise AuthError("token is not a well-formed JWT") from None
-    claims = decoded.claims
-    token_use = claims.get("token_use", "access")
-    rules: dict[str, Any] = {
-        "iss": {"essential": True, "value": policy.issuer},
-        "exp": {"essential": True},
-        "sub": {"essential": True},
-    }
-    if token_use == "access":
-        rules["client_id"] = {"essential": True, "values": list(policy.client_ids)}
-    elif token_use == "id" and policy.allow_id_tokens:
-        rules["aud"] = {"essential": True, "values": list(policy.audiences)}
-    else:
-        raise AuthError(f"token_use {token_use!r} is not accepted")
-    registry = jwt.JWTClaimsRegistry(now=int(now), leeway=policy.leeway_s, **rules)
+    claims = dict(decoded.claims)
+    _check_use(claims, policy)
+    for name in ("exp", "nbf", "iat"):
+        if (seconds := _numeric_date(claims, name)) is not None:
+            claims[name] = seconds
+    subject = _string(claims, "sub", default="")
+    if not subject:
+        raise AuthError("token rejected: sub must be a non-empty string")
+    scopes = frozenset(_string(claims, "scope", default="").split())
+    groups = _groups(claims)
+    registry = jwt.JWTClaimsRegistry(
+        now=int(now),
+        leeway=policy.leeway_s,
+        iss={"essential": True, "value": policy.issuer},
+        exp={"essential": True},
+    )
     try:
         registry.validate(claims)
     except JoseError as exc:
         raise AuthError(f"token rejected: {exc.error}: {exc.description}") from None
-    scope = claims.get("scope", "")
-    groups = claims.get("cognito:groups", [])
     return Principal(
-        subject=str(claims["sub"]),
-        scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
-        groups=frozenset(groups) if isinstance(groups, list) else frozenset(),
+        subject=subject,
+        scopes=scopes,
+        groups=groups,
         expires_at=float(claims["exp"]),
+        is_admin=policy.grants_admin(scopes=scopes, groups=groups),
     )
 
 
@@ -177,6 +254,7 @@ class JwksCache:
         self._unknown_kid_interval_s = unknown_kid_interval_s
         self._clock = clock
         self._keys: KeySet | None = None
+        self._kids: frozenset[str] = frozenset()
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
         self.fetch_count = 0
@@ -185,27 +263,31 @@ class JwksCache:
         self.fetch_count += 1
         self._fetched_at = self._clock()
         try:
-            self._keys = await fetch_jwks(self._url, session=self._session)
+            keys = await fetch_jwks(self._url, session=self._session)
         except JwksUnavailable as exc:
             # Keep serving the keys we have: an IdP outage must not log everyone out.
             log.warning("JWKS refresh failed, keeping cached keys: %s", exc)
             if self._keys is None:
                 raise
+            return
+        self._keys = keys
+        self._kids = frozenset(k.kid for k in keys.keys if k.kid)
 
     async def refresh(self) -> None:
         """Fetch the JWKS now (the timer calls this)."""
         async with self._lock:
             await self._fetch()
 
-    def _kids(self) -> set[str]:
-        return {k.kid for k in self._keys.keys if k.kid} if self._keys is not None else set()
+    def holds(self, kid: str) -> bool:
+        """True while the current key set publishes ``kid``."""
+        return kid in self._kids
 
-    async def keys_for(self, kid: str | None) -> KeySet:
+    async def keys_for(self, kid: str) -> KeySet:
         """The key set, refetched first if ``kid`` is unknown and the last fetch is old enough."""
-        if self._keys is not None and (kid is None or kid in self._kids()):
+        if self._keys is not None and kid in self._kids:
             return self._keys
         async with self._lock:
-            if self._keys is not None and (kid is None or kid in self._kids()):
+            if self._keys is not None and kid in self._kids:
                 return self._keys
             if (
                 self._keys is None
@@ -228,24 +310,41 @@ class JwksCache:
 
 
 class Authenticator:
-    """Token → Principal, with verified tokens cached until they expire."""
+    """Token → Principal, with verified tokens cached until they expire or lose their key."""
 
     def __init__(self, *, jwks: JwksCache, policy: TokenPolicy, cache_size: int = 4096) -> None:
         self._jwks = jwks
         self._policy = policy
-        self._cache: dict[str, Principal] = {}
+        # token -> (kid that signed it, caller): a refresh that drops the kid drops the entry.
+        self._cache: dict[str, tuple[str, Principal]] = {}
         self._cache_size = cache_size
 
     async def authenticate(self, header: str | None) -> Principal:
-        """Verify the Authorization header's token and return the caller."""
+        """Verify the Authorization header's token and return the caller.
+
+        401 for a bad token; 403 for a good one without the required scope.
+        """
         token = read_bearer(header)
         now = time.time()
-        cached = self._cache.get(token)
-        if cached is not None and cached.expires_at + self._policy.leeway_s > now:
-            return cached
-        keys = await self._jwks.keys_for(peek_kid(token))
-        principal = verify_token(token, keys=keys, policy=self._policy, now=now)
-        if len(self._cache) >= self._cache_size:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[token] = principal
+        principal = self._cached(token, now=now)
+        if principal is None:
+            kid = peek_kid(token)
+            keys = await self._jwks.keys_for(kid)
+            principal = verify_token(token, keys=keys, policy=self._policy, now=now)
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[token] = (kid, principal)
+        required = self._policy.required_scope
+        if required and not (principal.has_scope(required) or principal.is_admin):
+            raise ForbiddenError(required)
         return principal
+
+    def _cached(self, token: str, *, now: float) -> Principal | None:
+        entry = self._cache.get(token)
+        if entry is None:
+            return None
+        kid, principal = entry
+        if principal.expires_at + self._policy.leeway_s > now and self._jwks.holds(kid):
+            return principal
+        del self._cache[token]
+        return None

@@ -48,6 +48,8 @@ class GatewaySettings:
     jwks_refresh_s: float = 3600.0
     jwks_unknown_kid_interval_s: float = 60.0
     admin_scope: str = "tinyllama/admin"
+    admin_groups: tuple[str, ...] = ()  # Cognito groups whose members are operators
+    required_scope: str = ""  # every authenticated route needs it (or admin); "" = none
     rate_limit: float = 5.0
     max_queue_depth: int = 256
     max_body_bytes: int = 256 * 1024
@@ -57,6 +59,12 @@ class GatewaySettings:
     result_ttl_s: int = 86_400
     heartbeat_max_age_s: float = 15.0
     sse_ping_s: float = 15.0
+    header_timeout_s: float = 10.0  # a request's headers, from its first byte
+    body_timeout_s: float = 30.0  # a request's body, once its headers are in
+    redis_timeout_s: float = 2.0  # any one Redis command: a hung Redis is a prompt 503
+    redis_max_connections: int = 64  # per gateway process, streams included
+    max_streams_per_job: int = 4  # open SSE streams of one job, per gateway process
+    max_streams_per_subject: int = 16  # open SSE streams of one caller, per gateway process
     fleet: str = "none"  # none | local | aws: who starts and stops the GPU workers
     idle_unit_s: float = 60.0  # one "idle minute" (tests shorten it)
     fleet_tick_s: float = 0.5
@@ -88,6 +96,7 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
             "jwt_issuer": ("TINYLLAMA_JWT_ISSUER", str),
             "jwks_url": ("TINYLLAMA_JWKS_URL", str),
             "admin_scope": ("TINYLLAMA_ADMIN_SCOPE", str),
+            "required_scope": ("TINYLLAMA_REQUIRED_SCOPE", str),
             "fleet": ("TINYLLAMA_FLEET", str),
             "gpu_cluster": ("TINYLLAMA_GPU_CLUSTER", str),
             "gpu_service": ("TINYLLAMA_GPU_SERVICE", str),
@@ -103,6 +112,12 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
             "job_deadline_s": ("TINYLLAMA_JOB_DEADLINE", float),
             "heartbeat_max_age_s": ("TINYLLAMA_HEARTBEAT_MAX_AGE", float),
             "sse_ping_s": ("TINYLLAMA_SSE_PING", float),
+            "header_timeout_s": ("TINYLLAMA_HEADER_TIMEOUT", float),
+            "body_timeout_s": ("TINYLLAMA_BODY_TIMEOUT", float),
+            "redis_timeout_s": ("TINYLLAMA_REDIS_TIMEOUT", float),
+            "redis_max_connections": ("TINYLLAMA_REDIS_MAX_CONNECTIONS", int),
+            "max_streams_per_job": ("TINYLLAMA_MAX_STREAMS_PER_JOB", int),
+            "max_streams_per_subject": ("TINYLLAMA_MAX_STREAMS_PER_SUBJECT", int),
             "idle_unit_s": ("TINYLLAMA_IDLE_UNIT_S", float),
             "fleet_tick_s": ("TINYLLAMA_FLEET_TICK", float),
             "fleet_start_timeout_s": ("TINYLLAMA_FLEET_START_TIMEOUT", float),
@@ -118,6 +133,8 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
         values["jwt_client_ids"] = parse_list(value)
     if (value := present(environ, "TINYLLAMA_JWT_AUDIENCES")) is not None:
         values["jwt_audiences"] = parse_list(value)
+    if (value := present(environ, "TINYLLAMA_ADMIN_GROUPS")) is not None:
+        values["admin_groups"] = parse_list(value)
     if present(environ, "REDIS_PASSWORD"):
         url = str(values.get("redis_url", defaults.redis_url))
         values["redis_url"] = redis_url_with_password(url, present(environ, "REDIS_PASSWORD"))

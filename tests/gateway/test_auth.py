@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.gateway.auth_support import access_claims, forge, signed
 from tests.support import new_rsa_key
 
 BODY = {"prompt": "hello"}
@@ -42,6 +43,20 @@ async def test_garbage_token_is_401_not_500(gateway):
     """A token that is not a JWT at all is a 401, never a 500."""
     for junk in ("abc", "a.b.c", "x" * 5000, "eyJhbGciOiJub25lIn0.e30."):
         await _assert_401(await _post(gateway, junk))
+
+
+async def test_hostile_header_and_claim_types_are_401_not_500(gateway, signing_key):
+    """Over a real socket: a list or object kid, exp=10**400, a dict group: 401 problem+json."""
+    hostile = [
+        forge({"alg": "RS256", "kid": ["test-key-1"]}, access_claims(), signing_key),
+        forge({"alg": "RS256", "kid": {"k": 1}}, access_claims(), None),
+        forge(["alg"], access_claims(), None),
+        signed(signing_key, exp=10**400),
+        signed(signing_key, cognito__groups=[{"admin": True}]),
+    ]
+    for token in hostile:
+        body = await _assert_401(await _post(gateway, token))
+        assert body["status"] == 401
 
 
 async def test_bad_signature_is_401(gateway, make_token):
@@ -161,16 +176,19 @@ async def test_admin_routes_need_the_admin_scope(gateway, make_token):
     assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
 
 
-async def test_admin_scope_or_cognito_group_grants_operator_routes(
+async def test_admin_scope_or_a_configured_cognito_group_grants_operator_routes(
     aiohttp_client, gateway_settings, make_token, signing_key, redis
 ):
-    """The admin scope in `scope`, or the matching Cognito group, opens operator routes."""
+    """The admin scope, or a Cognito group listed in admin_groups, opens operator routes."""
     import dataclasses
 
     from services.gateway.http.app import create_app
 
     settings = dataclasses.replace(
-        gateway_settings, allow_id_tokens=True, jwt_audiences=("desktop-app",)
+        gateway_settings,
+        allow_id_tokens=True,
+        jwt_audiences=("desktop-app",),
+        admin_groups=("admin",),
     )
     client = await aiohttp_client(create_app(settings))
     scoped = make_token("ops", scopes=("tinyllama/admin",))

@@ -40,6 +40,7 @@ from services.gateway.fleet.controller import build_controller
 from services.gateway.fleet.observe import observe
 from services.gateway.fleet.rules import decide
 from services.gateway.fleet.store import FleetStore
+from services.gateway.jobs.hub import EventHub
 from services.gateway.jobs.service import JobService, Submission
 from services.gateway.jobs.store import JobStore, QueueFull
 from services.gateway.metrics import GatewayMetrics
@@ -145,6 +146,7 @@ class FleetMachine(RuleBasedStateMachine):
         )
         self.service = JobService(
             store=self.jobs,
+            hub=EventHub(self.redis),
             fleet=self.fleet,
             budget=self.budget,
             settings=SETTINGS,

@@ -192,7 +192,8 @@ def test_an_operation_is_declared_beside_its_handler():
 
     doc = build_openapi(version="0", operations=openapi.documented(openapi.table_routes([routes])))
     OpenAPIV31SpecValidator(doc).validate()
-    assert set(doc["paths"]["/extra"]["get"]["responses"]) == {"200", "401", "500"}
+    # Authenticated: a bad token (401), a missing scope (403) and a lost queue (503) are implied.
+    assert set(doc["paths"]["/extra"]["get"]["responses"]) == {"200", "401", "403", "500", "503"}
 
 
 def test_a_route_without_a_declaration_is_refused():

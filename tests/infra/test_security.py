@@ -200,3 +200,46 @@ def test_deploy_role_can_only_assume_cdk_bootstrap_roles(env: Synthesized) -> No
     )
     tag = statement["Condition"]["StringEquals"]["iam:ResourceTag/aws-cdk:bootstrap-role"]
     assert set(tag) == {"deploy", "file-publishing", "image-publishing", "lookup"}
+
+
+def _rules_of(env: Synthesized, listener_id: str) -> list[dict]:
+    return [
+        p
+        for p in env.props("AWS::ElasticLoadBalancingV2::ListenerRule")
+        if ref_id(p["ListenerArn"]) == listener_id
+    ]
+
+
+def _paths(rule: dict) -> set[str]:
+    return {
+        value
+        for condition in rule["Conditions"]
+        if condition["Field"] == "path-pattern"
+        for value in condition.get("PathPatternConfig", {}).get(
+            "Values", condition.get("Values", [])
+        )
+    }
+
+
+def test_metrics_is_never_forwarded_by_a_public_listener(env: Synthesized) -> None:
+    """Every public listener answers /metrics and /metrics/* with a fixed 404, before any rule."""
+    listeners = env.resources("AWS::ElasticLoadBalancingV2::Listener")
+    assert len(listeners) == (2 if env.stack.gateway.https else 1)
+    for listener_id in listeners:
+        rules = _rules_of(env, listener_id)
+        (hiding,) = [r for r in rules if _paths(r) >= {"/metrics", "/metrics/*"}]
+        (action,) = hiding["Actions"]
+        assert action["Type"] == "fixed-response"
+        assert action["FixedResponseConfig"]["StatusCode"] == "404"
+        # Rules are evaluated lowest number first, and the default action only after all.
+        assert hiding["Priority"] == min(r["Priority"] for r in rules) == 1
+
+
+def test_plain_http_listener_without_certificate_hides_metrics_too(dev: Synthesized) -> None:
+    """With no certificate the HTTP listener forwards to the gateway, except /metrics."""
+    ((listener_id, listener),) = dev.resources("AWS::ElasticLoadBalancingV2::Listener").items()
+    assert listener["Properties"]["Protocol"] == "HTTP"
+    assert [a["Type"] for a in listener["Properties"]["DefaultActions"]] == ["forward"]
+    (rule,) = _rules_of(dev, listener_id)
+    assert _paths(rule) == {"/metrics", "/metrics/*"}
+    assert rule["Actions"][0]["Type"] == "fixed-response"

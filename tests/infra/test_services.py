@@ -7,10 +7,13 @@ import json
 from aws_cdk.assertions import Capture, Match
 
 from cdk.gateway import HEALTH_CHECK_PATH
+from cdk.identity import INVOKE_SCOPE, RESOURCE_SERVER_ID
 from cdk.metrics import DIMENSION, NAMESPACE, QUEUE_DEPTH, WORKER_HEARTBEAT
 from services.registry import keys
 from tests.infra.conftest import Synthesized
 from tests.infra.helpers import flatten, ref_id
+
+INVOKE = f"{RESOURCE_SERVER_ID}/{INVOKE_SCOPE}"
 
 
 def _container(env: Synthesized, task) -> dict:
@@ -117,6 +120,7 @@ def test_gateway_container_contract(env: Synthesized) -> None:
         "TINYLLAMA_REGISTRY": "ssm",
         "TINYLLAMA_FLEET": "aws",
         "TINYLLAMA_PUBLISH_METRICS": "true",
+        "TINYLLAMA_REQUIRED_SCOPE": INVOKE,
     }
 
 
@@ -261,6 +265,27 @@ def test_cognito_clients(env: Synthesized) -> None:
             "MfaConfiguration": "ON" if env.config.mfa_required else "OPTIONAL",
         },
     )
+
+
+def _scope_names(env: Synthesized, scopes: list) -> set[str]:
+    """OAuth scope strings, with the resource server's Ref replaced by its identifier."""
+    servers = env.resources("AWS::Cognito::UserPoolResourceServer")
+    text = {flatten(s) for s in scopes}
+    for server_id, server in servers.items():
+        identifier = server["Properties"]["Identifier"]
+        text = {t.replace(f"<{server_id}>", identifier) for t in text}
+    return text
+
+
+def test_gateway_requires_the_invoke_scope_every_app_client_may_request(env: Synthesized) -> None:
+    """The gateway demands tinyllama/invoke, and both app clients are allowed to ask for it."""
+    container = _container(env, env.stack.gateway.task_definition)
+    variables = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert variables["TINYLLAMA_REQUIRED_SCOPE"] == INVOKE
+    clients = env.props("AWS::Cognito::UserPoolClient")
+    assert len(clients) == 2
+    for client in clients:
+        assert INVOKE in _scope_names(env, client["AllowedOAuthScopes"])
 
 
 def test_registry_holds_every_key_under_env_path(env: Synthesized) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse
 
 from services.gateway.api.bodies import (
     JobError,
@@ -21,6 +22,11 @@ from services.gateway.jobs.store import JobView
 from services.protocol.messages import DoneEvent, ErrorEvent, GenerateRequest, GenerateResult
 
 routes = web.RouteTableDef()
+STREAM_FAILED = ErrorEvent(
+    code="internal",
+    message="the gateway failed while streaming; the job may still finish: poll its URL",
+    status="running",
+)
 MODES = ("wait", "async", "stream")
 JOB_ID = {"job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 JOB_LINKS = ("GetJob", "CancelJob")
@@ -130,7 +136,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
     )
     headers = submission_headers(submission)
     if mode == "stream":
-        return await _stream(request, submission.job_id, headers=headers)
+        return await _stream(request, submission.job_id, subject=principal.subject, headers=headers)
     if mode == "wait" and await state.jobs.wait(submission.job_id) is not None:
         view = await state.jobs.read(submission.job_id, subject=principal.subject)
         if view is not None:
@@ -148,28 +154,36 @@ def _encode(value: object) -> str:
     return msgspec.json.encode(value).decode()
 
 
+async def _send_error(response: EventSourceResponse, error: ErrorEvent) -> None:
+    body = StreamError(code=error.code, message=error.message, status=error.status)
+    await response.send(_encode(body), event="error")
+
+
+async def _failed(response: EventSourceResponse) -> None:
+    await _send_error(response, STREAM_FAILED)
+
+
 async def _stream(
-    request: web.Request, job_id: str, *, headers: dict[str, str]
+    request: web.Request, job_id: str, *, subject: str, headers: dict[str, str]
 ) -> web.StreamResponse:
     """SSE: ``token`` deltas, ``status`` changes, then one ``done`` or ``error``."""
-    async with relayed_events(request, job_id, headers={"X-Job-Id": job_id, **headers}) as (
-        response,
-        events,
-    ):
-        try:
-            async for item in events:
-                if isinstance(item, TextDelta):
-                    await response.send(_encode(StreamToken(text=item.text)), event="token")
-                elif isinstance(item, StatusChange):
-                    status = StreamStatus(status=item.status)  # type: ignore[arg-type]
-                    await response.send(_encode(status), event="status")
-                elif isinstance(item, DoneEvent):
-                    await response.send(_encode(item.result), event="done")
-                elif isinstance(item, ErrorEvent):
-                    error = StreamError(code=item.code, message=item.message, status=item.status)
-                    await response.send(_encode(error), event="error")
-        except ConnectionResetError:
-            pass  # the client left: closing the relay cancels its job
+    async with relayed_events(
+        request,
+        job_id,
+        subject=subject,
+        headers={"X-Job-Id": job_id, **headers},
+        failed=_failed,
+    ) as (response, events):
+        async for item in events:
+            if isinstance(item, TextDelta):
+                await response.send(_encode(StreamToken(text=item.text)), event="token")
+            elif isinstance(item, StatusChange):
+                status = StreamStatus(status=item.status)  # type: ignore[arg-type]
+                await response.send(_encode(status), event="status")
+            elif isinstance(item, DoneEvent):
+                await response.send(_encode(item.result), event="done")
+            elif isinstance(item, ErrorEvent):
+                await _send_error(response, item)
     return response
 
 

@@ -38,7 +38,7 @@ OPERATOR_START_IDLE_MINUTES = 5
 
 async def _admin(request: web.Request, state: GatewayState) -> Principal:
     principal = await state.authenticator.authenticate(request.headers.get("Authorization"))
-    if not principal.has_scope(state.settings.admin_scope):
+    if not principal.is_admin:  # the admin scope or a configured admin group
         raise ForbiddenError(state.settings.admin_scope)
     return principal
 
@@ -224,7 +224,7 @@ async def get_usage(request: web.Request) -> web.Response:
         status=budget.status,
     )
     body = UsageResponse(subject=principal.subject, today=today, month=month, budget=budget_view)
-    if principal.has_scope(state.settings.admin_scope):
+    if principal.is_admin:
         seconds = await gpu_seconds(state.redis, period=month_label(now))
         body = UsageResponse(
             subject=principal.subject,
@@ -259,9 +259,17 @@ async def get_usage(request: web.Request) -> web.Response:
             media={"text/plain": {"schema": {"type": "string"}}},
         )
     },
+    problems=(404,),
 )
 async def get_metrics(request: web.Request) -> web.Response:
-    """Prometheus text format (scrape from inside the network; no auth)."""
+    """Prometheus text format (scrape from inside the network; no auth).
+
+    The public load balancer refuses ``/metrics`` by rule, and a request it forwards
+    anyway (a percent-encoded path slips past path rules) carries its
+    ``X-Forwarded-For``: such a request is a 404 here. Scrapers reach a task directly.
+    """
+    if "X-Forwarded-For" in request.headers:
+        raise Problem(404, "not-found", "Not found")
     state = request.app[STATE]
     m = state.metrics
     now = time.time()

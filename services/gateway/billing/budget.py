@@ -1,14 +1,29 @@
-"""The budget gate every new job passes: warn past the threshold, refuse at the hard stop."""
+"""The budget gate every new job passes: warn past the threshold, refuse at the hard stop.
+
+The refusal happens inside the admission script (``BudgetCap``), in the same atomic
+step that queues the job: no job is admitted once the metered cost reached the stop,
+however many gateways race for it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from redis.asyncio import Redis
 
-from services.gateway.billing.store import Budget, read_budget
+from services.gateway.billing.store import Budget, cost_of, read_budget
+from services.protocol import names
+from services.protocol.periods import month_label
 
-_CACHE_S = 1.0  # the month's cost moves by cents per hour: one read a second is plenty
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BudgetCap:
+    """The month's metered GPU seconds (``key``) may not reach the hard stop at this price."""
+
+    key: str
+    hourly_price_usd: float
+    hard_stop_usd: float  # 0: no stop, only a warning threshold
 
 
 class BudgetExhausted(Exception):
@@ -33,7 +48,6 @@ class BudgetGate:
         self._price = hourly_price_usd
         self._warn = warn_usd
         self._hard_stop = hard_stop_usd
-        self._cached: tuple[float, Budget] | None = None  # (monotonic time, budget)
 
     @property
     def enabled(self) -> bool:
@@ -50,21 +64,30 @@ class BudgetGate:
             hard_stop_usd=self._hard_stop,
         )
 
-    async def check(self) -> str | None:
-        """Raise ``BudgetExhausted`` at the hard stop; a warning text past the threshold."""
+    def cap(self, *, now: float) -> BudgetCap | None:
+        """What admission checks atomically: this month's metered seconds against the stop."""
         if not self.enabled:
             return None
-        now = time.monotonic()
-        if self._cached is not None and now - self._cached[0] < _CACHE_S:
-            budget = self._cached[1]
-        else:
-            budget = await self.read()
-            self._cached = (now, budget)
-        if budget.status == "exhausted":
-            raise BudgetExhausted(budget)
-        if budget.status == "warning":
-            return (
-                f"month-to-date GPU cost ${budget.month_to_date_usd:.2f} passed the warning "
-                f"threshold ${budget.warn_usd:.2f}"
-            )
+        return BudgetCap(
+            key=names.gpu_seconds_key(month_label(now)),
+            hourly_price_usd=self._price,
+            hard_stop_usd=self._hard_stop,
+        )
+
+    def judge(self, gpu_seconds: float) -> Budget:
+        """The budget at ``gpu_seconds`` metered this month."""
+        return Budget(
+            month_to_date_usd=cost_of(gpu_seconds, hourly_price_usd=self._price),
+            warn_usd=self._warn,
+            hard_stop_usd=self._hard_stop,
+        )
+
+
+def budget_warning(budget: Budget) -> str | None:
+    """The ``X-Budget-Warning`` text past the warning threshold (``None`` below it)."""
+    if budget.status != "warning":
         return None
+    return (
+        f"month-to-date GPU cost ${budget.month_to_date_usd:.2f} passed the warning "
+        f"threshold ${budget.warn_usd:.2f}"
+    )

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from services.protocol.aws import aws_client
+
 log = logging.getLogger("tinyllama.gateway.fleet")
 
 
@@ -119,9 +121,7 @@ class EcsFleet:
 
     def _ecs(self) -> Any:
         if self._client is None:
-            import boto3
-
-            self._client = boto3.client("ecs")
+            self._client = aws_client("ecs")
         return self._client
 
     def _set_desired(self, count: int) -> None:

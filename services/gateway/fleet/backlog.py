@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from services.gateway.jobs.store import JobStore
+from services.protocol.aws import aws_client
 from services.protocol.telemetry import (
     CLOUDWATCH_NAMESPACE,
     QUEUE_DEPTH,
@@ -37,9 +38,7 @@ async def publish_backlog(
 ) -> None:
     """Forever: one sample a minute to CloudWatch (boto3 in a thread)."""
     if client is None:
-        import boto3
-
-        client = boto3.client("cloudwatch")
+        client = aws_client("cloudwatch")
     while True:
         try:
             now = time.time()

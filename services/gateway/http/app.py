@@ -12,8 +12,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from arq.connections import RedisSettings, create_pool
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from services.gateway.api import native, operations
 from services.gateway.auth import Authenticator, JwksCache, TokenPolicy
@@ -23,14 +26,19 @@ from services.gateway.fleet.backlog import publish_backlog
 from services.gateway.fleet.controller import build_controller
 from services.gateway.fleet.store import FleetStore
 from services.gateway.http import openapi
-from services.gateway.http.problems import REQUEST_ID, Handler, problem_middleware
+from services.gateway.http.problems import (
+    BODY_TIMEOUT,
+    REQUEST_ID,
+    Handler,
+    problem_middleware,
+)
 from services.gateway.http.state import BACKEND, SETTINGS, STATE, GatewayState
+from services.gateway.jobs.hub import EventHub
 from services.gateway.jobs.service import JobService
 from services.gateway.jobs.store import REAP_BATCH, JobStore
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.openai_api import routes as openai_routes
 from services.gateway.settings import GatewaySettings
-from services.protocol.serializer import deserialize_job, serialize_job
 
 log = logging.getLogger("tinyllama.gateway")
 access_log = logging.getLogger("tinyllama.gateway.access")
@@ -103,6 +111,7 @@ def create_app(
         middlewares=[request_id_middleware, problem_middleware],
     )
     app[SETTINGS] = settings
+    app[BODY_TIMEOUT] = settings.body_timeout_s
     app[BACKEND] = fleet_backend or NoFleet()
     app[openapi.DOCUMENT] = {}
     app.cleanup_ctx.append(_resources)
@@ -111,15 +120,34 @@ def create_app(
     return app
 
 
+def open_redis(settings: GatewaySettings) -> Redis:
+    """One bounded pool per process, with timeouts on every command.
+
+    A hung Redis answers within ``redis_timeout_s`` (a 503 with ``Retry-After``), a
+    full pool makes a request wait that long for a connection and no longer, and a
+    connection that died with a restarted Redis is replaced once, at once.
+    """
+    timeout = settings.redis_timeout_s
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
+        retry_on_error=[RedisConnectionError],
+    )
+    return Redis.from_pool(pool)
+
+
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
-    redis_settings.conn_retries = 30
-    redis = await create_pool(
-        redis_settings,
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
-        default_queue_name=settings.queue_name,
+    redis = open_redis(settings)
+    hub = EventHub(
+        redis,
+        block_ms=max(1, int(min(1.0, settings.redis_timeout_s / 2) * 1000)),
+        max_per_job=settings.max_streams_per_job,
+        max_per_subject=settings.max_streams_per_subject,
     )
     session = aiohttp.ClientSession()
     jwks = JwksCache(
@@ -137,6 +165,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         allow_id_tokens=settings.allow_id_tokens,
         leeway_s=settings.jwt_leeway_s,
         admin_scope=settings.admin_scope,
+        admin_groups=settings.admin_groups,
+        required_scope=settings.required_scope,
     )
     backend = app[BACKEND]
     controlled = settings.fleet != "none"
@@ -155,6 +185,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         authenticator=Authenticator(jwks=jwks, policy=policy),
         jobs=JobService(
             store=store,
+            hub=hub,
             fleet=fleet if controlled else None,
             budget=budget,
             settings=settings,
@@ -166,6 +197,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         fleet_backend=backend,
     )
     tasks = [
+        asyncio.create_task(hub.run()),
         asyncio.create_task(jwks.run_refresh_timer()),
         asyncio.create_task(_reap_forever(store, period_s=1.0)),
     ]

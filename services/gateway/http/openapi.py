@@ -132,6 +132,7 @@ PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
     402: ("The environment's monthly GPU budget is spent: no new work until it is raised.", ()),
     403: ("The token is valid but lacks the scope this route needs.", ("WWW-Authenticate!",)),
     404: ("No such resource, or it belongs to someone else.", ()),
+    408: ("The request body did not arrive within the body timeout.", ()),
     409: ("Conflict: this deployment does not control its GPUs (TINYLLAMA_FLEET=none).", ()),
     413: ("The request body is larger than the gateway accepts.", ()),
     415: ("The body must be sent as application/json.", ()),
@@ -141,7 +142,11 @@ PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
         ("Retry-After!",),
     ),
     500: ("Unexpected failure (a bug): the body says to see the server logs.", ()),
-    503: ("The gateway cannot serve this right now.", ()),
+    503: (
+        "The gateway cannot serve this right now (the queue is unreachable): retry after "
+        "`Retry-After` s.",
+        (),
+    ),
 }
 
 # ------------------------------------------------------------------- shared components
@@ -279,7 +284,10 @@ def _operation(op: Operation) -> dict[str, Any]:
     parameters += [{"$ref": f"#/components/parameters/{name}"} for name in op.headers]
     parameters.append({"$ref": "#/components/parameters/XRequestId"})
     responses: dict[str, Any] = {str(s): _reply(r) for s, r in sorted(op.replies.items())}
-    for status in sorted({*op.problems, 500}):
+    # Every authenticated route can refuse a token or its scope, and lose Redis (503);
+    # every route with a body can time out reading it.
+    implied = {500} | ({401, 403, 503} if op.auth else set()) | ({408} if op.request else set())
+    for status in sorted({*op.problems, *implied}):
         responses[str(status)] = {"$ref": f"#/components/responses/{_problem_name(status)}"}
     out: dict[str, Any] = {
         "operationId": op.operation_id,

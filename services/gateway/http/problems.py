@@ -7,6 +7,7 @@ aiohttp's own HTTP errors and anything unexpected into the same JSON body.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -16,11 +17,13 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from services.gateway.billing.budget import BudgetExhausted
+from services.gateway.jobs.hub import TooManyStreams
 from services.gateway.jobs.service import InvalidIdempotencyKey, PromptTooLong
-from services.gateway.jobs.store import QueueFull, RateLimited
+from services.gateway.jobs.store import IdempotencyKeyReused, QueueFull, RateLimited
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout_s", float)
 log = logging.getLogger("tinyllama.gateway")
 
 
@@ -61,9 +64,9 @@ class Problem(Exception):
         self.retry_after = retry_after
 
 
-def problem_response(problem: Problem, *, request_id: str = "", instance: str = "") -> web.Response:
-    """Render a Problem as a problem+json response."""
-    body = ProblemBody(
+def problem_body(problem: Problem, *, request_id: str = "", instance: str = "") -> ProblemBody:
+    """A Problem as the JSON body clients receive."""
+    return ProblemBody(
         type=f"https://tinyllama.dev/problems/{problem.slug}",
         title=problem.title,
         status=problem.status,
@@ -73,6 +76,11 @@ def problem_response(problem: Problem, *, request_id: str = "", instance: str = 
         errors=problem.errors,
         retry_after=problem.retry_after,
     )
+
+
+def problem_response(problem: Problem, *, request_id: str = "", instance: str = "") -> web.Response:
+    """Render a Problem as a problem+json response."""
+    body = problem_body(problem, request_id=request_id, instance=instance)
     headers = dict(problem.headers)
     if problem.retry_after is not None:
         headers.setdefault("Retry-After", str(max(1, round(problem.retry_after + 0.499))))
@@ -115,6 +123,18 @@ def domain_problem(exc: Exception) -> Problem | None:
     if isinstance(exc, InvalidIdempotencyKey):
         return Problem(
             400, "invalid-idempotency-key", "Idempotency-Key is invalid", detail=str(exc)
+        )
+    if isinstance(exc, IdempotencyKeyReused):
+        return Problem(
+            422,
+            "idempotency-key-reused",
+            "Idempotency-Key was used with another request",
+            detail=str(exc),
+            errors=[{"path": "Idempotency-Key", "message": "reused with a different body"}],
+        )
+    if isinstance(exc, TooManyStreams):
+        return Problem(
+            429, "too-many-streams", "Too many open streams", detail=str(exc), retry_after=5.0
         )
     if isinstance(exc, PromptTooLong):
         return Problem(
@@ -176,7 +196,18 @@ async def read_json(request: web.Request, kind: type[Any]) -> Any:
             "Unsupported media type",
             detail="send the body as application/json",
         )
-    return decode_body(await request.read(), kind)
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, 30.0)):
+            raw = await request.read()
+    except TimeoutError:
+        raise Problem(
+            408,
+            "request-timeout",
+            "The request body arrived too slowly",
+            detail="send the whole body promptly",
+            headers={"Connection": "close"},
+        ) from None
+    return decode_body(raw, kind)
 
 
 def json_response(
@@ -202,7 +233,7 @@ def decode_body(raw: bytes, kind: type[Any]) -> Any:
             detail=message,
             errors=[{"path": path, "message": message.split(" - at `")[0]}],
         ) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise Problem(
             400, "invalid-json", "Request body is not valid JSON", detail=str(exc)
         ) from None

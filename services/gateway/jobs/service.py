@@ -18,10 +18,14 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from services.gateway.billing.budget import BudgetGate
+import msgspec
+from redis.exceptions import RedisError
+
+from services.gateway.billing.budget import BudgetExhausted, BudgetGate, budget_warning
 from services.gateway.fleet.store import FleetStore
+from services.gateway.jobs.hub import EventHub, HubLost, Inbox
 from services.gateway.jobs.ratelimit import RateLimit
-from services.gateway.jobs.store import Admission, JobStore, JobView
+from services.gateway.jobs.store import Admission, JobStore, JobView, OverBudget
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
 from services.protocol.messages import (
@@ -33,15 +37,26 @@ from services.protocol.messages import (
     GenerateResult,
     JobEvent,
     JobPayload,
+    JobStatus,
     StatusEvent,
     TokenEvent,
 )
 
 log = logging.getLogger("tinyllama.gateway.jobs")
 MAX_IDEMPOTENCY_KEY = 255
-QUIET_CHECK_MS = 1000  # how often a quiet stream looks whether its client is still there
+QUIET_CHECK_S = 1.0  # how often a quiet stream looks whether its client is still there
+VANISH_CHECK_S = 5.0  # how often a quiet stream looks whether its job still exists
 CANCEL_WAIT_S = 5.0
 TIMED_OUT = ErrorEvent(code="timeout", message="the job did not finish in time", status="failed")
+
+
+def _lost(job_id: str, *, status: JobStatus) -> ErrorEvent:
+    """The last event of a stream that lost the queue: the job may still finish."""
+    return ErrorEvent(
+        code="unavailable",
+        message=f"lost contact with the queue; the job may still finish: GET /jobs/{job_id}",
+        status=status,
+    )
 
 
 class InvalidIdempotencyKey(Exception):
@@ -90,6 +105,7 @@ class JobService:
         self,
         *,
         store: JobStore,
+        hub: EventHub,
         fleet: FleetStore | None,
         budget: BudgetGate,
         settings: GatewaySettings,
@@ -97,6 +113,7 @@ class JobService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self._hub = hub
         self._clock = clock
         self._fleet = fleet
         self._budget = budget
@@ -120,10 +137,13 @@ class JobService:
         request_id: str = "",
         idempotency_key: str | None = None,
     ) -> Submission:
-        """Budget gate, then one admitted job (``RateLimited``, ``QueueFull`` otherwise)."""
+        """One admitted job, or why not, decided in one atomic step.
+
+        Raises ``BudgetExhausted``, ``RateLimited``, ``QueueFull``, ``InvalidIdempotencyKey``
+        or ``IdempotencyKeyReused``.
+        """
         if idempotency_key and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:  # empty: none
             raise InvalidIdempotencyKey(f"at most {MAX_IDEMPOTENCY_KEY} characters")
-        warning = await self._budget.check()
         now = self._clock()
         s = self._settings
         payload = JobPayload(
@@ -140,18 +160,21 @@ class JobService:
             rate_limit=self._rate,
             idle_deadline=now + request.idle * s.idle_unit_s if self._fleet else None,
             live_since=now - s.heartbeat_max_age_s,
+            budget=self._budget.cap(now=now),
         )
-        idem = (
-            self.store.idempotency_key(subject=subject, key=idempotency_key)
-            if idempotency_key
-            else None
-        )
-        submitted = await self.store.submit(payload, admission=admission, idempotency=idem)
+        idem = None
+        if idempotency_key:
+            body = msgspec.json.encode((request, list(messages)))
+            idem = self.store.idempotency(subject=subject, key=idempotency_key, body=body)
+        try:
+            submitted = await self.store.submit(payload, admission=admission, idempotency=idem)
+        except OverBudget as exc:
+            raise BudgetExhausted(self._budget.judge(exc.gpu_seconds)) from None
         return Submission(
             payload=payload,
             job_id=submitted.job_id,
             created=submitted.created,
-            budget_warning=warning,
+            budget_warning=budget_warning(self._budget.judge(submitted.gpu_seconds)),
         )
 
     # ------------------------------------------------------------------ read
@@ -196,41 +219,79 @@ class JobService:
     async def wait(self, job_id: str, *, timeout_s: float | None = None) -> JobEvent | None:
         """The job's final event, or ``None`` if it is not done within the wait timeout."""
         timeout = self._settings.wait_timeout_s if timeout_s is None else timeout_s
-        final = await self.store.wait_final(job_id, timeout_s=timeout)
+        final = await self._final_within(job_id, timeout_s=timeout)
         if final is not None:
             self._observe(final)
         return final
 
-    async def relay(self, job_id: str, *, connected: Callable[[], bool]) -> AsyncIterator[Relayed]:
+    async def _final_within(self, job_id: str, *, timeout_s: float) -> JobEvent | None:
+        """The final event, followed through the hub (no connection of its own) until due."""
+        final = await self.store.final(job_id)
+        if final is not None or timeout_s <= 0:
+            return final
+        due = time.monotonic() + timeout_s
+        async with self._hub.follow(job_id) as inbox:
+            while (remaining := due - time.monotonic()) > 0:
+                for _, event in await inbox.next(timeout_s=remaining):  # HubLost: a 503
+                    if isinstance(event, (DoneEvent, ErrorEvent)):
+                        return event
+        return None
+
+    @contextlib.asynccontextmanager
+    async def follow(
+        self, job_id: str, *, subject: str, connected: Callable[[], bool]
+    ) -> AsyncIterator[AsyncIterator[Relayed]]:
+        """Open a client's stream of the job: ``TooManyStreams`` now, before any byte is sent.
+
+        Leaving the block closes the relay, so a client that went away (or a consumer
+        that stopped early) cancels the job at once.
+        """
+        async with self._hub.follow(job_id, subject=subject) as inbox:
+            relay = self._relay(job_id, inbox=inbox, connected=connected)
+            async with contextlib.aclosing(relay):
+                yield relay
+
+    async def _relay(
+        self, job_id: str, *, inbox: Inbox, connected: Callable[[], bool]
+    ) -> AsyncIterator[Relayed]:
         """The job's progress as a client shows it: deltas, status changes, one final event.
 
         Text a re-run job publishes again is skipped, so the client sees one coherent
         text. If the client goes away (``connected`` turns false, or the consumer stops
-        early) before the final event, the job is cancelled: nobody wants the rest.
-        Use it under ``contextlib.aclosing`` so that happens at once.
+        early) before the final event, the job is cancelled: nobody wants the rest. If
+        Redis is lost (or comes back without the job), the stream ends with an
+        ``unavailable`` error carrying the last status seen; the job is not cancelled.
         """
         deadline = time.monotonic() + self._settings.job_deadline_s + 5
-        cursor, shown, finished = "0-0", 0, False
+        shown, finished, status = 0, False, "queued"
+        checked = time.monotonic()
         try:
-            while (remaining_ms := int((deadline - time.monotonic()) * 1000)) > 0:
-                batch = await self.store.read_events(
-                    job_id, after=cursor, block_ms=min(QUIET_CHECK_MS, remaining_ms)
-                )
-                for entry_id, event in batch:
-                    cursor = entry_id
+            while (remaining := deadline - time.monotonic()) > 0:
+                try:
+                    batch = await inbox.next(timeout_s=min(QUIET_CHECK_S, remaining))
+                    if not batch and time.monotonic() - checked >= VANISH_CHECK_S:
+                        checked = time.monotonic()
+                        if not await self.store.exists(job_id):
+                            raise HubLost("the job is gone from the queue")
+                except (HubLost, RedisError, OSError):
+                    finished = True  # not cancelled: it may still finish; GET /jobs/{id}
+                    yield _lost(job_id, status=status)
+                    return
+                for _, event in batch:
                     if isinstance(event, TokenEvent):
                         end = event.offset + len(event.text)
                         if end > shown:
                             yield TextDelta(event.text[max(0, shown - event.offset) :])
                             shown = end
                     elif isinstance(event, StatusEvent):
+                        status = event.status
                         yield StatusChange(event.status)
                     else:
                         finished = True
                         self._observe(event)
                         yield event
                         return
-                if not connected():
+                if not batch and not connected():
                     return
             finished = True  # past the deadline: the job is left to the reaper, not cancelled
             yield TIMED_OUT
@@ -253,6 +314,6 @@ class JobService:
         if view.status in TERMINAL_STATUSES:
             return view, True
         await self.store.cancel(job_id)
-        final = await self.store.wait_final(job_id, timeout_s=CANCEL_WAIT_S)
+        final = await self._final_within(job_id, timeout_s=CANCEL_WAIT_S)
         view = await self.store.read(job_id, subject=subject) or view
         return view, final is not None or view.status in TERMINAL_STATUSES

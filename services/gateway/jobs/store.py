@@ -14,11 +14,13 @@ running or not. Jobs whose deadline passed while nobody ran them are reaped from
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from typing import Literal
 
 from redis.asyncio import Redis
 
+from services.gateway.billing.budget import BudgetCap
 from services.gateway.jobs.ratelimit import RATE_LUA, RateLimit, bucket_key
 from services.protocol import names
 from services.protocol.fleet import FLEET_LUA
@@ -87,6 +89,7 @@ _SUBMIT = LuaScript(
         "bucket",
         "fleet",
         "workers",
+        "budget",
     ),
     args=(
         "id",
@@ -107,16 +110,32 @@ _SUBMIT = LuaScript(
         "subject",
         "request_id",
         "idle",
+        "fingerprint",
+        "price",
+        "hard_stop",
     ),
     parts=(_JOB_LUA, RATE_LUA, FLEET_LUA),
     body=f"""
--- Returns {{1, id}} created, {{0, id}} existing, {{-1, depth}} queue full, {{-2, wait}} limited.
+-- Returns {{code, value, month's GPU seconds}}: code 1 created (value: id), 0 existing (id),
+-- -1 queue full (depth), -2 rate limited (wait), -3 over budget, -4 key reused with another body.
+local seconds = '0'
+if KEY.budget ~= '' then seconds = redis.call('GET', KEY.budget) or '0' end
 if KEY.idem ~= '' then
+  -- A replay answers with its job: no budget check, no rate-limit token.
   local existing = redis.call('GET', KEY.idem)
-  if existing then return {{0, existing}} end
+  if existing then
+    local id, fingerprint = string.match(existing, '^([^:]*):(.*)$')
+    if not id then id, fingerprint = existing, ARG.fingerprint end  -- a key from before
+    if fingerprint ~= ARG.fingerprint then return {{-4, id, seconds}} end
+    return {{0, id, seconds}}
+  end
+end
+local stop = tonumber(ARG.hard_stop)
+if stop > 0 and tonumber(seconds) * tonumber(ARG.price) / 3600 >= stop then
+  return {{-3, '', seconds}}
 end
 local wait = take_token(KEY.bucket, ARG.rate, ARG.burst, ARG.now)
-if wait then return {{-2, wait}} end
+if wait then return {{-2, wait, seconds}} end
 reap_expired(KEY.queue, KEY.deadlines, ARG.now, ARG.reap_limit, ARG.expired, ARG.ttl, ARG.recheck)
 local depth = redis.call('ZCARD', KEY.queue)
 if tonumber(ARG.max_depth) > 0 and depth >= tonumber(ARG.max_depth) then
@@ -124,9 +143,9 @@ if tonumber(ARG.max_depth) > 0 and depth >= tonumber(ARG.max_depth) then
   if KEY.fleet ~= '' and live_workers(KEY.workers, ARG.live_since) == 0 then
     fleet_want(KEY.fleet)
   end
-  return {{-1, tostring(depth)}}
+  return {{-1, tostring(depth), seconds}}
 end
-if redis.call('EXISTS', KEY.arq_job, KEY.arq_result) > 0 then return {{0, ARG.id}} end
+if redis.call('EXISTS', KEY.arq_job, KEY.arq_result) > 0 then return {{0, ARG.id, seconds}} end
 redis.call('PSETEX', KEY.arq_job, ARG.expires_ms, ARG.arq_bytes)
 redis.call('ZADD', KEY.queue, ARG.now_ms, ARG.id)
 redis.call('ZADD', KEY.deadlines, ARG.deadline, ARG.id)
@@ -135,13 +154,15 @@ redis.call('HSET', KEY.job,
   {lua_string(JobField.CREATED_AT)}, ARG.now, {lua_string(JobField.DEADLINE)}, ARG.deadline,
   {lua_string(JobField.REQUEST_ID)}, ARG.request_id, {lua_string(JobField.IDLE)}, ARG.idle)
 redis.call('EXPIRE', KEY.job, ARG.ttl)
-if KEY.idem ~= '' then redis.call('SET', KEY.idem, ARG.id, 'EX', ARG.ttl) end
+if KEY.idem ~= '' then
+  redis.call('SET', KEY.idem, ARG.id .. ':' .. ARG.fingerprint, 'EX', ARG.ttl)
+end
 if KEY.fleet ~= '' then
   fleet_raise_idle(KEY.fleet, ARG.idle_deadline)
   local state = fleet_state(KEY.fleet)
   if state == 'stopped' or state == 'draining' then fleet_want(KEY.fleet) end
 end
-return {{1, ARG.id}}
+return {{1, ARG.id, seconds}}
 """,
 )
 
@@ -202,12 +223,40 @@ class QueueFull(Exception):
         self.depth = depth
 
 
+class OverBudget(Exception):
+    """The month's metered GPU seconds reached the hard stop."""
+
+    def __init__(self, gpu_seconds: float) -> None:
+        super().__init__(f"{gpu_seconds:.0f} GPU seconds metered this month")
+        self.gpu_seconds = gpu_seconds
+
+
+class IdempotencyKeyReused(Exception):
+    """An ``Idempotency-Key`` sent again with a different request body."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            "this Idempotency-Key was first used with a different request body; "
+            "use a new key for a new request"
+        )
+        self.job_id = job_id
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Idempotency:
+    """Where a caller's key is kept, and the fingerprint of the body it was first sent with."""
+
+    key: str
+    fingerprint: str
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Submitted:
-    """The job a submission refers to, and whether this call created it."""
+    """The job a submission refers to, whether this call created it, the month's GPU seconds."""
 
     job_id: str
     created: bool
+    gpu_seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -218,6 +267,7 @@ class Admission:
     rate_limit: RateLimit | None
     idle_deadline: float | None  # None: no fleet control, nothing to wake
     live_since: float  # heartbeats newer than this count as a live worker
+    budget: BudgetCap | None = None  # None: no budget thresholds
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -245,14 +295,22 @@ class JobStore:
         self._deadlines = names.deadlines_key(queue_name)
         self._expired = encode_event(EXPIRED)
 
-    def idempotency_key(self, *, subject: str, key: str) -> str:
-        """Idempotency is per subject: two users' equal keys never meet."""
-        return f"{names.KEY_PREFIX}:idem:{subject}:{key}"
+    def idempotency(self, *, subject: str, key: str, body: bytes) -> Idempotency:
+        """A caller's key, hashed with its subject (no two callers' keys can meet, whatever
+        characters they hold), bound to a fingerprint of the request body."""
+        scoped = hashlib.sha256(b"%d:%s:%s" % (len(subject), subject.encode(), key.encode()))
+        return Idempotency(
+            key=f"{names.KEY_PREFIX}:idem:{scoped.hexdigest()}",
+            fingerprint=hashlib.sha256(body).hexdigest()[:32],
+        )
 
     async def submit(
-        self, payload: JobPayload, *, admission: Admission, idempotency: str | None = None
+        self, payload: JobPayload, *, admission: Admission, idempotency: Idempotency | None = None
     ) -> Submitted:
-        """Admit and enqueue in one round trip; raise ``RateLimited`` or ``QueueFull``."""
+        """Admit and enqueue in one round trip.
+
+        Raises ``OverBudget``, ``RateLimited``, ``QueueFull`` or ``IdempotencyKeyReused``.
+        """
         now = payload.enqueued_at
         now_ms = int(now * 1000)
         arq_job = serialize_job(
@@ -266,7 +324,8 @@ class JobStore:
         )
         rate = admission.rate_limit
         fleet = admission.idle_deadline is not None
-        code, value = await _SUBMIT.run(
+        budget = admission.budget
+        code, value, seconds = await _SUBMIT.run(
             self.redis,
             keys={
                 "queue": self.queue_name,
@@ -274,10 +333,11 @@ class JobStore:
                 "arq_job": names.arq_job_key(payload.job_id),
                 "arq_result": names.arq_result_key(payload.job_id),
                 "job": names.job_key(payload.job_id),
-                "idem": idempotency or "",
+                "idem": idempotency.key if idempotency else "",
                 "bucket": bucket_key(payload.subject) if rate else "",
                 "fleet": names.FLEET_KEY if fleet else "",
                 "workers": names.WORKERS_SET,
+                "budget": budget.key if budget else "",
             },
             args={
                 "id": payload.job_id,
@@ -298,14 +358,21 @@ class JobStore:
                 "subject": payload.subject,
                 "request_id": payload.request_id,
                 "idle": payload.request.idle,
+                "fingerprint": idempotency.fingerprint if idempotency else "",
+                "price": repr(budget.hourly_price_usd if budget else 0.0),
+                "hard_stop": repr(budget.hard_stop_usd if budget else 0.0),
             },
         )
         code = int(code)
+        if code == -4:
+            raise IdempotencyKeyReused(as_text(value))
+        if code == -3:
+            raise OverBudget(float(seconds))
         if code == -2:
             raise RateLimited(float(value))
         if code == -1:
             raise QueueFull(int(value))
-        return Submitted(job_id=as_text(value), created=code == 1)
+        return Submitted(job_id=as_text(value), created=code == 1, gpu_seconds=float(seconds))
 
     async def reap(self, *, now: float | None = None, limit: int = REAP_BATCH) -> int:
         """End jobs whose deadline passed while no worker ran them; return how many were due."""
@@ -376,31 +443,9 @@ class JobStore:
         raw = await self.redis.get(names.result_key(job_id))
         return decode_event(raw) if raw is not None else None
 
-    async def wait_final(self, job_id: str, *, timeout_s: float) -> JobEvent | None:
-        """The job's final event, or ``None`` if it did not end within ``timeout_s``.
-
-        Blocks on the job's done latch (one wake-up per job, not one per token); the
-        latch is pushed back after waking so every other waiter on the job wakes too.
-        """
-        final = await self.final(job_id)
-        if final is None and timeout_s > 0:
-            latch = names.done_key(job_id)
-            if await self.redis.blpop([latch], timeout=max(0.01, timeout_s)) is not None:
-                await self.redis.rpush(latch, b"1")
-                final = await self.final(job_id)
-        return final
-
-    async def read_events(
-        self, job_id: str, *, after: str, block_ms: int
-    ) -> list[tuple[str, JobEvent]]:
-        """The job's events after stream id ``after``; waits up to ``block_ms`` for the first."""
-        reply = await self.redis.xread(
-            {names.events_key(job_id): after}, count=256, block=max(1, block_ms)
-        )
-        if not reply:
-            return []
-        field = names.EVENT_FIELD.encode()
-        return [(as_text(entry_id), decode_event(data[field])) for entry_id, data in reply[0][1]]
+    async def exists(self, job_id: str) -> bool:
+        """Whether Redis still holds the job (a restarted Redis may have lost it)."""
+        return bool(await self.redis.exists(names.job_key(job_id)))
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         """A queued job ends now (``cancelled``); a running one is asked to stop (``requested``)."""

@@ -7,13 +7,13 @@ Options we cannot honour are refused with a 422 naming their path, never silentl
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse
 
 from services.gateway.api.native import submission_headers
 from services.gateway.auth import Principal
@@ -255,7 +255,14 @@ async def _answer(
         model = await _served_model(state) or body.model or OWNER
         usage = bool(body.stream_options and body.stream_options.include_usage)
         headers["X-Job-Id"] = job_id
-        return await _stream(request, state, shape, model=model, usage=usage, headers=headers)
+        return await _stream(
+            request,
+            shape,
+            subject=principal.subject,
+            model=model,
+            usage=usage,
+            headers=headers,
+        )
     final = await state.jobs.wait(job_id)
     if final is None:
         raise _timeout(job_id, headers)
@@ -312,12 +319,15 @@ def _finish_reason(result: GenerateResult) -> OpenAIFinish:
 _FAILURES: dict[str, tuple[int, str, str]] = {
     "request_too_large": (400, "request-too-large", "Prompt plus max_tokens exceeds the model"),
     "cancelled": (409, "job-cancelled", "The job was cancelled"),
-    "expired": (504, "job-expired", "The job did not start before its deadline"),
+    "expired": (503, "overloaded", "No worker started the job before its deadline"),
     "shutdown": (503, "worker-unavailable", "The worker could not run the job"),
     "engine_restarted": (503, "worker-unavailable", "The worker could not run the job"),
     "engine_unavailable": (503, "worker-unavailable", "The worker could not run the job"),
     "fleet_stopped": (503, "fleet-stopped", "An operator stopped the GPU fleet"),
     "budget_exhausted": (402, "budget-exhausted", "The GPU budget for this month is spent"),
+    "unavailable": (503, "unavailable", "Lost contact with the queue; the job may still finish"),
+    "worker_crashed": (502, "worker-crashed", "The job crashed its worker twice"),
+    "delivery_failed": (503, "unavailable", "The worker lost the queue while running the job"),
 }
 
 
@@ -335,41 +345,49 @@ def _timeout(job_id: str, headers: dict[str, str]) -> Problem:
 
 async def _stream(
     request: web.Request,
-    state: GatewayState,
     shape: _Shape,
     *,
+    subject: str,
     model: str,
     usage: bool,
     headers: dict[str, str],
 ) -> web.StreamResponse:
     """SSE as OpenAI sends it: role chunk, content deltas, finish chunk, ``data: [DONE]``.
 
-    A failure becomes ``data: {"error": ...}`` (OpenAI's clients raise it); a client that
-    leaves mid-stream cancels its job (the job service's relay does that).
+    A failure becomes ``data: {"error": ...}`` then ``data: [DONE]`` (OpenAI's clients
+    raise it); a client that leaves mid-stream cancels its job (the job service's relay
+    does that).
     """
-    async with relayed_events(request, shape.job_id, headers=headers) as (response, events):
 
-        async def send(value: object) -> None:
-            await response.send(msgspec.json.encode(value).decode())
+    async def send(response: EventSourceResponse, value: object) -> None:
+        await response.send(msgspec.json.encode(value).decode())
 
-        try:
-            if shape.chat:
-                await send(shape.chunk(model, delta=Delta(role="assistant", content="")))
-            async for item in events:
-                if isinstance(item, TextDelta):
-                    await send(shape.chunk(model, delta=Delta(content=item.text)))
-                elif isinstance(item, DoneEvent):
+    async def send_error(response: EventSourceResponse, problem: Problem) -> None:
+        error = {"message": problem.detail, "type": problem.slug, "code": problem.status}
+        await send(response, {"error": {**error, "param": None}})
+        await response.send("[DONE]")
+
+    async def failed(response: EventSourceResponse) -> None:
+        await send_error(response, _failure("internal", "the gateway failed while streaming"))
+
+    async with relayed_events(
+        request, shape.job_id, subject=subject, headers=headers, failed=failed
+    ) as (response, events):
+        if shape.chat:
+            await send(response, shape.chunk(model, delta=Delta(role="assistant", content="")))
+        async for item in events:
+            if isinstance(item, TextDelta):
+                await send(response, shape.chunk(model, delta=Delta(content=item.text)))
+            elif isinstance(item, DoneEvent):
+                try:
                     finish = _finish_reason(item.result)
-                    await send(shape.chunk(model, delta=Delta(), finish=finish))
-                    if usage:
-                        await send(shape.usage_chunk(model, item.result.usage))
-                    await response.send("[DONE]")
-                elif isinstance(item, ErrorEvent):
-                    raise _failure(item.code, item.message)
-        except Problem as problem:
-            error = {"message": problem.detail, "type": problem.slug, "code": problem.status}
-            with contextlib.suppress(ConnectionResetError):
-                await send({"error": {**error, "param": None}})
-        except ConnectionResetError:
-            pass  # the client left: closing the relay cancels its job
+                except Problem as problem:
+                    await send_error(response, problem)
+                    break
+                await send(response, shape.chunk(model, delta=Delta(), finish=finish))
+                if usage:
+                    await send(response, shape.usage_chunk(model, item.result.usage))
+                await response.send("[DONE]")
+            elif isinstance(item, ErrorEvent):
+                await send_error(response, _failure(item.code, item.message))
     return response
