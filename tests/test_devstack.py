@@ -151,17 +151,20 @@ def _make_up_env(tmp_path: Path, *, redis_url: str, cache_dir: Path) -> dict[str
 
 
 @pytest.mark.slow
-def test_make_up_prints_a_curl_that_returns_generated_text(
-    tmp_path, redis_url, cache_dir, demo_model_path
+def test_make_up_prints_a_curl_that_returns_a_real_answer(
+    tmp_path, redis_url, cache_dir, smollm2_model_path
 ):
-    """`make up`'s stack comes up offline on the demo model; its printed curl gets text back."""
+    """`make up` offline serves SmolLM2-135M-Instruct (never the demo); its curl gets "Paris"."""
     env = _make_up_env(tmp_path, redis_url=redis_url, cache_dir=cache_dir)
     process, log = _start_make_up(env, tmp_path)
     with _owned_group(process):
         output = _wait_for_curl(process, log, timeout_s=180)
         token = re.search(r"export TINYLLAMA_TOKEN=(\S+)", output).group(1)
+        # The CLI finds the stack on any port: make up says where it is.
+        assert f"export TINYLLAMA_URL=http://127.0.0.1:{env['TINYLLAMA_PORT']}" in output
         curl = re.search(r"^curl -s .*$", output, re.MULTILINE).group(0)
-        assert "RANDOM demo model" in output  # the loud fallback warning
+        assert "serving SmolLM2-135M-Instruct" in output  # the offline fallback, said aloud
+        assert "ready: model SmolLM2-135M-Instruct" in output
         result = subprocess.run(
             ["bash", "-c", curl],
             env={**env, "TINYLLAMA_TOKEN": token},
@@ -171,15 +174,15 @@ def test_make_up_prints_a_curl_that_returns_generated_text(
         )
         job = json.loads(result.stdout)
         assert job["status"] == "succeeded", result.stdout
-        assert job["result"]["model"] == "tinyllama-demo"
-        assert job["result"]["usage"]["completion_tokens"] > 0
+        assert job["result"]["model"] == "SmolLM2-135M-Instruct"
+        assert "Paris" in job["result"]["text"], job["result"]
         code = _interrupt_and_wait(process, log, timeout_s=40)
     assert code == 0, shlex.quote(log.read_text()[-2000:])
 
 
 @pytest.mark.slow
 def test_make_up_started_with_sigint_ignored_stops_on_kill_int(
-    tmp_path, redis_url, cache_dir, demo_model_path
+    tmp_path, redis_url, cache_dir, smollm2_model_path
 ):
     """`(trap '' INT; exec make up) &` stops, every process of it, on kill -INT to its group."""
     env = _make_up_env(tmp_path, redis_url=redis_url, cache_dir=cache_dir)

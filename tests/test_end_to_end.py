@@ -135,7 +135,36 @@ async def test_cancel_a_running_job(gateway, ready_worker, make_token):
     job = await cancelled.json()
     assert job["status"] == "cancelled", job
     assert "result" in job, job.get("error")
-    assert job["result"]["usage"]["completion_tokens"] < 2000
+    usage = job["result"]["usage"]
+    assert usage["completion_tokens"] < 2000
+    assert usage["prompt_tokens"] > 0  # the prompt was run: it counts
+
+
+async def test_a_cancelled_job_counts_in_usage(gateway, ready_worker, make_token):
+    """A job cancelled mid-generation used the GPU: /usage counts its job and its tokens."""
+    headers = _auth(make_token("metered"))
+    response = await gateway.post(
+        "/infer?mode=stream",
+        json={"prompt": "long", "max_new_tokens": 2000, "temperature": 1.0},
+        headers=headers,
+    )
+    job_id = response.headers["X-Job-Id"]
+    async for raw in response.content:
+        if raw.startswith(b"event: token"):
+            break
+    cancelled = await (await gateway.delete(f"/jobs/{job_id}", headers=headers)).json()
+    assert cancelled["status"] == "cancelled"
+    response.close()
+    used = cancelled["result"]["usage"]
+    month: dict = {}
+    for _ in range(100):  # the usage record follows the result by a moment
+        month = (await (await gateway.get("/usage", headers=headers)).json())["month"]
+        if month["jobs"]:
+            break
+        await asyncio.sleep(0.05)
+    assert month["jobs"] == 1
+    assert month["prompt_tokens"] == used["prompt_tokens"] > 0
+    assert month["completion_tokens"] == used["completion_tokens"] > 0
 
 
 async def test_stream_client_that_disconnects_cancels_its_job(gateway, ready_worker, make_token):

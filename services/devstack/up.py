@@ -168,7 +168,10 @@ def _serve(environ: dict[str, str], *, owned: list[subprocess.Popen[bytes]]) -> 
     env = build_env(environ, redis_url=redis_url, keys_dir=keys_dir)
     port = env["TINYLLAMA_PORT"]
     base = f"http://127.0.0.1:{port}"
-    _say("starting the gateway, which starts the worker (the first run builds the demo model)")
+    _say(
+        "starting the gateway, which starts the worker (online it fetches TinyLlama; "
+        "offline it serves SmolLM2-135M-Instruct, converted once on the first run)"
+    )
     gateway = subprocess.Popen([sys.executable, "-m", "services.gateway"], env=env)
     owned.insert(0, gateway)  # stopped first: it drains and stops the worker it started
     processes = [gateway]
@@ -176,17 +179,19 @@ def _serve(environ: dict[str, str], *, owned: list[subprocess.Popen[bytes]]) -> 
         ready = _wait_ready(base, processes=processes, timeout_s=600)
         issuer = env.get("TINYLLAMA_JWT_ISSUER", "your issuer")
         _say(f"ready on {base} ({ready.get('reason')}); tokens come from {issuer}")
-        print("\nexport TINYLLAMA_TOKEN=<an access token from your issuer>\n")
+        print(f"\nexport TINYLLAMA_URL={base}")
+        print("export TINYLLAMA_TOKEN=<an access token from your issuer>\n")
     else:
         admin = mint_token(key, subject="make-up", scopes=("tinyllama/admin",), ttl_s=600)
         ready = _wait_warm(base, token=admin, processes=processes, timeout_s=600)
         token = mint_token(key, subject="dev", ttl_s=12 * 3600)
         _say(f"ready: model {ready.get('model')} on {base}")
-        print(f"\nexport TINYLLAMA_TOKEN={token}\n")
+        print(f"\nexport TINYLLAMA_URL={base}")
+        print(f"export TINYLLAMA_TOKEN={token}\n")
     print(
         f'curl -s {base}/infer -H "Authorization: Bearer $TINYLLAMA_TOKEN" '
         "-H 'Content-Type: application/json' "
-        '-d \'{"prompt": "Hello, llama!", "max_new_tokens": 32}\'\n',
+        '-d \'{"prompt": "What is the capital of France?", "chat": true, "max_new_tokens": 32}\'\n',
         flush=True,
     )
     _say(

@@ -77,6 +77,8 @@ class GatewaySettings:
     budget_warn_usd: float = 0.0
     budget_hard_stop_usd: float = 0.0
     publish_metrics: bool = False  # CloudWatch backlog for the autoscaler (AWS)
+    # Names /v1 accepts as `model` besides the one the workers report (their hub id).
+    model_aliases: tuple[str, ...] = ("tinyllama",)
 
 
 def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
@@ -135,6 +137,8 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
         values["jwt_audiences"] = parse_list(value)
     if (value := present(environ, "TINYLLAMA_ADMIN_GROUPS")) is not None:
         values["admin_groups"] = parse_list(value)
+    if (value := present(environ, "TINYLLAMA_MODEL_ALIASES")) is not None:
+        values["model_aliases"] = parse_list(value)
     if present(environ, "REDIS_PASSWORD"):
         url = str(values.get("redis_url", defaults.redis_url))
         values["redis_url"] = redis_url_with_password(url, present(environ, "REDIS_PASSWORD"))

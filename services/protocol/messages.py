@@ -17,7 +17,18 @@ MAX_NEW_TOKENS = 4_096
 MAX_STOP_SEQUENCES = 4
 
 Prompt = Annotated[str, Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
-NewTokens = Annotated[int, Meta(ge=1, le=MAX_NEW_TOKENS)]
+NewTokens = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=MAX_NEW_TOKENS,
+        description=(
+            f"At most {MAX_NEW_TOKENS}, and the prompt plus this must fit the served model's "
+            "context (2048 tokens for TinyLlama-1.1B; `GET /ready` names the model): a request "
+            "that cannot fit is refused before it is queued."
+        ),
+    ),
+]
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
 TopK = Annotated[int, Meta(ge=0, le=1_000)]
@@ -147,3 +158,9 @@ class Heartbeat(msgspec.Struct, kw_only=True, frozen=True):
     tokens_per_s: float
     sent_at: float
     demo_model: bool = False
+    # What one request can hold: the model's context, or the KV cache if that is smaller.
+    # None from workers older than this field; the gateway then leaves the check to them.
+    context_length: int | None = None
+    # The longest entry of the tokenizer's vocabulary, in characters: no token stands for
+    # more text than this, so a prompt needs at least len(text) / this many tokens.
+    max_token_chars: int | None = None

@@ -99,6 +99,8 @@ def heartbeat_key(worker_id: str) -> str:
 
 
 FLEET_KEY = f"{KEY_PREFIX}:fleet"  # hash, fields: FleetField
+# The model workers served last (msgpack ``ServedModel``): what a fleet scaled to zero serves.
+SERVED_MODEL_KEY = f"{KEY_PREFIX}:served-model"
 FLEET_LOCK = f"{KEY_PREFIX}:fleet:lock"  # the one controller across gateway replicas
 
 

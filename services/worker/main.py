@@ -169,7 +169,7 @@ async def serve(settings: WorkerSettings) -> None:
     _stop_on_signals(asyncio.current_task())
     loaded = await asyncio.to_thread(load_model, settings)
     metrics = WorkerMetrics()
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, host=settings.metrics_host)
     engine = Engine(loaded=loaded, settings=settings, metrics=metrics)
     ready = asyncio.Event()
     leases = Leases(lease_s=settings.lease_s)

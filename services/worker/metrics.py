@@ -41,12 +41,16 @@ class WorkerMetrics:
         self.generation_tokens.inc(result.usage.completion_tokens)
         self.jobs.labels(outcome=result.finish_reason).inc()
 
-    def serve(self, port: int) -> bool:
-        """Expose ``/metrics`` on ``port`` (a daemon thread; 0 = off); False if it is taken."""
+    def serve(self, port: int, *, host: str = "127.0.0.1") -> bool:
+        """Expose ``/metrics`` on ``host:port`` (a daemon thread; 0 = off); False if taken.
+
+        Bound where the gateway binds (loopback locally, every interface in a container),
+        never wider; a second stack on one host runs without worker metrics, with a warning.
+        """
         if not port:
             return False
         try:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:  # a second worker on one host: serve without metrics
             log.warning("metrics port %s unavailable: %s", port, exc)
             return False

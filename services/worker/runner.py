@@ -172,7 +172,7 @@ async def _cancelled(
     """
     try:
         if await _cancel_requested(redis, job.job_id):
-            await _finish_cancelled(job, engine=engine, publisher=publisher, started=started)
+            await _finish_cancelled(redis, job, engine=engine, publisher=publisher, started=started)
         else:
             await redis.decr(retry_key_prefix + job.job_id)
     except (*REDIS_DOWN, DeliveryFailed) as exc:
@@ -180,21 +180,23 @@ async def _cancelled(
 
 
 async def _finish_cancelled(
-    job: JobPayload, *, engine: Engine, publisher: EventPublisher, started: float
+    redis: Redis, job: JobPayload, *, engine: Engine, publisher: EventPublisher, started: float
 ) -> None:
     ids, _, _ = await publisher.previous_tokens()
-    text = TextStream(engine.loaded.tokenizer, stop=[], prefix_ids=ids)
+    tokenizer = engine.loaded.tokenizer
+    text = TextStream(tokenizer, stop=[], prefix_ids=ids)
     result = _result(
         job,
         engine=engine,
         text=text.flush(),
         finish="cancelled",
-        prompt_tokens=0,
+        prompt_tokens=len(encode_prompt(tokenizer, job.request, messages=job.messages)),
         completion_tokens=len(ids),
         started=started,
         first=None,
     )
-    await publisher.finish(DoneEvent(result=result))
+    if await publisher.finish(DoneEvent(result=result)):
+        await _meter(redis, job, result=result, engine=engine, publisher=publisher)
 
 
 def _result(
@@ -237,7 +239,10 @@ async def _generate(
     try:
         engine.check_fits(prompt_tokens=len(prompt_ids), max_new_tokens=max_new)
     except EngineError as exc:
-        await publisher.finish(ErrorEvent(code=exc.code, message=str(exc)))
+        asked = request.max_new_tokens  # what the client sent, not the cap that was checked
+        capped = f" (the request asked for {asked}; this worker caps it at {max_new})"
+        message = f"{exc}{capped if asked > max_new else ''}"
+        await publisher.finish(ErrorEvent(code=exc.code, message=message))
         if engine.metrics is not None:
             engine.metrics.jobs.labels(outcome=exc.code).inc()
         return "failed"
@@ -300,16 +305,28 @@ async def _generate(
     if await publisher.finish(DoneEvent(result=result)):
         if engine.metrics is not None:
             engine.metrics.observe_result(result)
-        # This job's share of the GPU: its time divided among the sequences it ran beside.
-        share = result.timings.generation_s / max(1, engine.active + 1)
-        await _best_effort(
-            lambda: record_job(
-                redis, subject=job.subject, result=result, gpu_share_s=share, now=time.time()
-            ),
-            "usage record",
-            publisher,
-        )
+        await _meter(redis, job, result=result, engine=engine, publisher=publisher)
     return "succeeded"
+
+
+async def _meter(
+    redis: Redis,
+    job: JobPayload,
+    *,
+    result: GenerateResult,
+    engine: Engine,
+    publisher: EventPublisher,
+) -> None:
+    """Count the job in its owner's usage: cancelled ones too, they used the GPU."""
+    # This job's share of the GPU: its time divided among the sequences it ran beside.
+    share = result.timings.generation_s / max(1, engine.active + 1)
+    await _best_effort(
+        lambda: record_job(
+            redis, subject=job.subject, result=result, gpu_share_s=share, now=time.time()
+        ),
+        "usage record",
+        publisher,
+    )
 
 
 async def _retry(op: Callable[[], Awaitable[Any]], what: str, publisher: EventPublisher) -> Any:

@@ -11,7 +11,8 @@ from pathlib import Path
 from services.protocol import names
 
 DEFAULT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
-DEMO_MODEL = "demo"
+DEMO_MODEL = "demo"  # the tiny random model (tests, benchmarks): its answers are noise
+SMOLLM2_MODEL = "smollm2"  # SmolLM2-135M-Instruct from PyPI: the default when offline
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -22,7 +23,7 @@ class WorkerSettings:
     worker_id: str = ""
     redis_url: str = dataclasses.field(default="redis://127.0.0.1:6379/0", repr=False)
     queue_name: str = names.QUEUE_NAME
-    model: str = DEFAULT_MODEL
+    model: str = DEFAULT_MODEL  # hub id | folder | s3:// | path.gguf | smollm2 | demo
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     threads: int = 1
@@ -44,6 +45,7 @@ class WorkerSettings:
     warmup: bool = True
     idle_unit_s: float = 60.0  # one "idle minute" (tests shorten it)
     metrics_port: int = 9101  # Prometheus /metrics of this worker; 0 = off
+    metrics_host: str = "127.0.0.1"  # where it binds: TINYLLAMA_HOST, as the gateway's port
     publish_metrics: bool = False  # CloudWatch WorkerHeartbeat for the alarms (AWS)
 
 
@@ -86,6 +88,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
             "lease_s": ("TINYLLAMA_LEASE", float),
             "idle_unit_s": ("TINYLLAMA_IDLE_UNIT_S", float),
             "metrics_port": ("TINYLLAMA_METRICS_PORT", int),
+            "metrics_host": ("TINYLLAMA_HOST", str),
             "job_timeout_s": ("TINYLLAMA_JOB_TIMEOUT", float),
             "drain_timeout_s": ("TINYLLAMA_DRAIN_TIMEOUT", float),
             "delivery_timeout_s": ("TINYLLAMA_DELIVERY_TIMEOUT", float),

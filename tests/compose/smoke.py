@@ -18,7 +18,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-DEMO_MODEL = "tinyllama-demo"
+# The compose CPU worker's default (TINYLLAMA_MODEL=smollm2): a real instruct model, offline.
+SERVED_MODEL = "SmolLM2-135M-Instruct"
+QUESTION = "What is the capital of France? Answer briefly."
+ANSWER = "Paris"  # what SmolLM2 answers greedily, with its chat template
 
 
 class CheckFailed(Exception):
@@ -81,8 +84,8 @@ def check_ready(base: str, *, timeout_s: float, model: str) -> None:
 
 
 def check_infer(base: str, *, token: str, model: str) -> None:
-    """No token is refused with 401; with the dev token a prompt gets a generated answer."""
-    prompt = {"prompt": "Hello, llama!", "max_new_tokens": 16}
+    """No token is refused with 401; with the dev token a question gets the right answer."""
+    prompt = {"prompt": QUESTION, "chat": True, "temperature": 0, "max_new_tokens": 32}
     status, body = _request(f"{base}/infer", body=prompt)
     if status != 401:
         raise CheckFailed(f"/infer without a token answered {status}, expected 401: {body}")
@@ -97,6 +100,8 @@ def check_infer(base: str, *, token: str, model: str) -> None:
         raise CheckFailed(f"/infer produced no text: {body}")
     if result.get("model") != model:
         raise CheckFailed(f"/infer answered from {result.get('model')!r}, expected {model!r}")
+    if model == SERVED_MODEL and ANSWER not in result["text"]:
+        raise CheckFailed(f"{QUESTION!r} was answered {result['text']!r}, without {ANSWER!r}")
     print(
         f"smoke: /infer {usage.get('completion_tokens')} tokens in {took:.2f} s: "
         f"{result['text']!r} ({result.get('finish_reason')})"
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="gateway base URL")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for /ready")
     parser.add_argument("--token", help="bearer token (infer)")
-    parser.add_argument("--model", default=DEMO_MODEL, help="model name /ready must report")
+    parser.add_argument("--model", default=SERVED_MODEL, help="model name /ready must report")
     args = parser.parse_args(argv)
     base = args.url.rstrip("/")
     try:

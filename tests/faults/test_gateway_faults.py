@@ -13,7 +13,7 @@ import pytest
 from tests.faults.stack import read_stream, tracebacks
 from tests.support import JwksServer, new_rsa_key
 
-CHAT = {"model": "any", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+CHAT = {"model": "tinyllama", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -71,7 +71,7 @@ async def test_streams_end_cleanly_when_redis_dies_and_the_gateway_recovers(
 async def test_a_waiting_request_gets_a_503_when_redis_dies(start_gateway, fault_redis, make_token):
     """A blocking ``/v1`` completion whose queue dies answers 503 + Retry-After, not a 504."""
     gateway = await start_gateway()
-    body = {"model": "any", "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "tinyllama", "messages": [{"role": "user", "content": "hi"}]}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         waiting = asyncio.ensure_future(
             session.post(

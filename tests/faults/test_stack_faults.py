@@ -81,7 +81,7 @@ async def test_a_redis_restart_mid_stream_ends_streams_and_the_stack_serves_agai
     await worker.ready(fault_client)
     headers = _auth(make_token("survivor"))
     chat = {
-        "model": "any",
+        "model": "tinyllama",
         "messages": [{"role": "user", "content": "go on"}],
         "max_tokens": 1500,
         "temperature": 0,

@@ -138,6 +138,19 @@ async def test_cancel_a_queued_job(gateway, make_token, redis):
     assert await redis.zcard(names.QUEUE_NAME) == 0
 
 
+async def test_cancelling_a_finished_job_is_a_409(gateway, make_token, redis):
+    """DELETE on a job that has already ended says so (409 already-finished), not a silent 200."""
+    headers = _auth(make_token("late"))
+    response = await gateway.post("/infer?mode=async", json={"prompt": "x"}, headers=headers)
+    url = response.headers["Location"]
+    assert (await gateway.delete(url, headers=headers)).status == 200
+    again = await gateway.delete(url, headers=headers)
+    assert again.status == 409
+    problem = await again.json()
+    assert problem["type"].endswith("/already-finished")
+    assert "cancelled" in problem["detail"]
+
+
 async def test_request_id_is_echoed_or_generated(gateway):
     """X-Request-Id is echoed when given and generated when not."""
     given = await gateway.get("/health", headers={"X-Request-Id": "abc-123"})

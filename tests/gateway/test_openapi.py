@@ -134,16 +134,24 @@ def test_schemas_are_generated_from_the_structs(doc):
 
 
 def test_every_problem_is_problem_json(doc):
-    """Every 4xx/5xx response is application/problem+json with ProblemBody, and nothing else."""
+    """Every 4xx/5xx response is application/problem+json with ProblemBody, and nothing else,
+    except on /v1, where every one is OpenAI's error object (and a 422 is a 400)."""
     for method, path, op in operations(doc):
+        openai_route = path.startswith("/v1/")
+        media, body = (
+            ("application/json", "OpenAIErrorResponse")
+            if openai_route
+            else (PROBLEM_CONTENT_TYPE, "ProblemBody")
+        )
         for status, response in op["responses"].items():
             response = deref(doc, response)
             if path == "/ready" and status == "503":
                 continue  # readiness answers 503 with a ReadyResponse, by design
             if int(status) >= 400:
-                assert list(response["content"]) == [PROBLEM_CONTENT_TYPE], (method, path, status)
-                schema = response["content"][PROBLEM_CONTENT_TYPE]["schema"]
-                assert schema == {"$ref": "#/components/schemas/ProblemBody"}
+                assert list(response["content"]) == [media], (method, path, status)
+                schema = response["content"][media]["schema"]
+                assert schema == {"$ref": f"#/components/schemas/{body}"}
+        assert not (openai_route and "422" in op["responses"]), (method, path)
 
 
 def test_every_operation_documents_its_errors(doc):

@@ -128,6 +128,9 @@ async def infer(request: web.Request) -> web.StreamResponse:
     mode = _mode(request)
     body: GenerateRequest = await read_json(request, GenerateRequest)
     state.jobs.check_prompt(len(body.prompt), path="$.prompt")
+    await state.jobs.check_fits(
+        body, texts=[body.prompt], prompt_path="$.prompt", limit_path="$.max_new_tokens"
+    )
     submission = await state.jobs.submit(
         subject=principal.subject,
         request=body,
@@ -214,7 +217,7 @@ async def get_job(request: web.Request) -> web.Response:
     path_params=JOB_ID,
     replies={
         200: Reply(
-            description="The job has ended (cancelled, or it had already ended).",
+            description="The job has ended: cancelled now (409 if it had already ended).",
             body=JobResponse,
         ),
         202: Reply(
@@ -222,7 +225,7 @@ async def get_job(request: web.Request) -> web.Response:
             body=JobResponse,
         ),
     },
-    problems=(401, 404),
+    problems=(401, 404, 409),
 )
 async def delete_job(request: web.Request) -> web.Response:
     """Cancel a job: a queued one never runs, a running one stops at its next token."""

@@ -28,6 +28,7 @@ from services.gateway.fleet.store import FleetStore
 from services.gateway.http import openapi
 from services.gateway.http.problems import (
     BODY_TIMEOUT,
+    ERROR_RENDERERS,
     REQUEST_ID,
     Handler,
     problem_middleware,
@@ -37,6 +38,7 @@ from services.gateway.jobs.hub import EventHub
 from services.gateway.jobs.service import JobService
 from services.gateway.jobs.store import REAP_BATCH, JobStore
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.openai_api import errors as openai_errors
 from services.gateway.openai_api import routes as openai_routes
 from services.gateway.settings import GatewaySettings
 
@@ -112,6 +114,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[BODY_TIMEOUT] = settings.body_timeout_s
+    app[ERROR_RENDERERS] = {openai_errors.PREFIX: openai_errors.openai_error_response}
     app[BACKEND] = fleet_backend or NoFleet()
     app[openapi.DOCUMENT] = {}
     app.cleanup_ctx.append(_resources)

@@ -5,7 +5,8 @@ request Struct, parameters, responses by status); ``build_openapi`` walks the ro
 tables and reads those declarations, so a route cannot exist undocumented and a
 document entry cannot outlive its route. Schemas come from
 ``msgspec.json.schema_components``: they cannot drift from what the handlers decode
-and encode. Every error is RFC 9457 ``application/problem+json`` with ``ProblemBody``.
+and encode. Every error is RFC 9457 ``application/problem+json`` with ``ProblemBody``,
+except on operations that declare another ``ErrorShape`` (OpenAI's error object on ``/v1``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ class Reply:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ErrorShape:
+    """How an operation's errors look: one body Struct under one media type, for every status."""
+
+    name: str  # its responses are components/responses/<name><status>
+    media_type: str
+    body: type
+    validation_status: int = 422  # the status a body that fails validation gets
+    descriptions: Mapping[int, str] = dataclasses.field(default_factory=dict)  # over PROBLEMS'
+
+
+PROBLEM_JSON = ErrorShape(name="Problem", media_type=PROBLEM_CONTENT_TYPE, body=ProblemBody)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Operation:
     """What one route takes and every status it answers with (its path and method: the route's)."""
 
@@ -66,7 +81,8 @@ class Operation:
     headers: tuple[str, ...] = ()  # names under components.parameters
     path_params: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     replies: Mapping[int, Reply] = dataclasses.field(default_factory=dict)
-    problems: tuple[int, ...] = ()  # statuses answered with problem+json (see PROBLEMS)
+    problems: tuple[int, ...] = ()  # statuses answered with an error body (see PROBLEMS)
+    errors: ErrorShape = PROBLEM_JSON  # what that body is
 
 
 _ATTRIBUTE = "openapi_operation"
@@ -133,10 +149,18 @@ PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
     403: ("The token is valid but lacks the scope this route needs.", ("WWW-Authenticate!",)),
     404: ("No such resource, or it belongs to someone else.", ()),
     408: ("The request body did not arrive within the body timeout.", ()),
-    409: ("Conflict: this deployment does not control its GPUs (TINYLLAMA_FLEET=none).", ()),
+    409: (
+        "Conflict: the job had already ended (a cancel), or this deployment does not control "
+        "its GPUs (TINYLLAMA_FLEET=none).",
+        (),
+    ),
     413: ("The request body is larger than the gateway accepts.", ()),
     415: ("The body must be sent as application/json.", ()),
-    422: ("The body is JSON but fails validation; `errors` names each field path.", ()),
+    422: (
+        "The body is JSON but fails validation, or prompt plus `max_new_tokens` cannot fit the "
+        "served model's context (`context-length-exceeded`); `errors` names each field path.",
+        (),
+    ),
     429: (
         "Rate limit reached, or the queue is full: retry after `Retry-After` s.",
         ("Retry-After!",),
@@ -230,16 +254,26 @@ def _schema_ref(kind: type) -> dict[str, str]:
     return {"$ref": REF_TEMPLATE.format(name=kind.__name__)}
 
 
-def _problem_name(status: int) -> str:
-    return f"Problem{status}"
+def _problem_name(shape: ErrorShape, status: int) -> str:
+    return f"{shape.name}{status}"
 
 
-def _problem_response(status: int) -> dict[str, Any]:
+def _problem_response(shape: ErrorShape, status: int) -> dict[str, Any]:
     description, headers = PROBLEMS[status]
     return {
-        "description": description,
+        "description": shape.descriptions.get(status, description),
         "headers": _header_refs(headers),
-        "content": {PROBLEM_CONTENT_TYPE: {"schema": _schema_ref(ProblemBody)}},
+        "content": {shape.media_type: {"schema": _schema_ref(shape.body)}},
+    }
+
+
+def _error_responses(shapes: Iterable[ErrorShape]) -> dict[str, Any]:
+    """Every shape's response for every status in PROBLEMS (a 422 only where validation is)."""
+    return {
+        _problem_name(shape, status): _problem_response(shape, status)
+        for shape in shapes
+        for status in sorted(PROBLEMS)
+        if status != 422 or shape.validation_status == 422
     }
 
 
@@ -287,8 +321,10 @@ def _operation(op: Operation) -> dict[str, Any]:
     # Every authenticated route can refuse a token or its scope, and lose Redis (503);
     # every route with a body can time out reading it.
     implied = {500} | ({401, 403, 503} if op.auth else set()) | ({408} if op.request else set())
-    for status in sorted({*op.problems, *implied}):
-        responses[str(status)] = {"$ref": f"#/components/responses/{_problem_name(status)}"}
+    shape = op.errors
+    statuses = {shape.validation_status if s == 422 else s for s in {*op.problems, *implied}}
+    for status in sorted(statuses):
+        responses[str(status)] = {"$ref": f"#/components/responses/{_problem_name(shape, status)}"}
     out: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
@@ -306,7 +342,7 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 
 def _struct_types(operations: Sequence[Documented]) -> list[type]:
-    kinds: list[type] = [ProblemBody]
+    kinds: list[type] = [ProblemBody, *(d.operation.errors.body for d in operations)]
     for op in (d.operation for d in operations):
         if op.request is not None:
             kinds.append(op.request)
@@ -319,6 +355,9 @@ def _struct_types(operations: Sequence[Documented]) -> list[type]:
 def build_openapi(*, version: str, operations: Sequence[Documented]) -> dict:
     """The OpenAPI 3.1 document of ``operations`` (``documented(...)`` of some routes)."""
     kinds = _struct_types(operations)
+    shapes = {
+        shape.name: shape for shape in [PROBLEM_JSON, *(d.operation.errors for d in operations)]
+    }
     _, schemas = msgspec.json.schema_components(kinds, ref_template=REF_TEMPLATE)
     paths: dict[str, dict[str, Any]] = {}
     for item in sorted(operations, key=lambda d: (d.path, d.method)):
@@ -330,7 +369,8 @@ def build_openapi(*, version: str, operations: Sequence[Documented]) -> dict:
             "version": version,
             "description": (
                 "Authenticated, queued text generation. Errors are RFC 9457 "
-                "`application/problem+json` (`ProblemBody`)."
+                "`application/problem+json` (`ProblemBody`), except on the OpenAI-compatible "
+                "`/v1` routes, which answer OpenAI's error object (`OpenAIErrorResponse`)."
             ),
         },
         "tags": [
@@ -340,7 +380,7 @@ def build_openapi(*, version: str, operations: Sequence[Documented]) -> dict:
         "paths": paths,
         "components": {
             "schemas": dict(sorted(schemas.items())),
-            "responses": {_problem_name(s): _problem_response(s) for s in sorted(PROBLEMS)},
+            "responses": _error_responses(shapes.values()),
             "parameters": _PARAMETERS,
             "headers": _HEADERS,
             "links": _LINKS,

@@ -2,7 +2,9 @@
 
 Handlers raise ``Problem``; domain code raises its own errors, which
 ``domain_problem`` maps to a status once. One middleware turns all of it,
-aiohttp's own HTTP errors and anything unexpected into the same JSON body.
+aiohttp's own HTTP errors and anything unexpected into the same JSON body
+(or, for a route family that registers its own renderer, such as the
+OpenAI-compatible ``/v1/``, that family's error object made from the same Problem).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from services.gateway.billing.budget import BudgetExhausted
+from services.gateway.jobs.fits import ContextTooLong
 from services.gateway.jobs.hub import TooManyStreams
-from services.gateway.jobs.service import InvalidIdempotencyKey, PromptTooLong
+from services.gateway.jobs.service import AlreadyFinished, InvalidIdempotencyKey, PromptTooLong
 from services.gateway.jobs.store import IdempotencyKeyReused, QueueFull, RateLimited
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -78,12 +81,18 @@ def problem_body(problem: Problem, *, request_id: str = "", instance: str = "") 
     )
 
 
-def problem_response(problem: Problem, *, request_id: str = "", instance: str = "") -> web.Response:
-    """Render a Problem as a problem+json response."""
-    body = problem_body(problem, request_id=request_id, instance=instance)
+def problem_headers(problem: Problem) -> dict[str, str]:
+    """The headers every rendering of a Problem carries: its own, and ``Retry-After``."""
     headers = dict(problem.headers)
     if problem.retry_after is not None:
         headers.setdefault("Retry-After", str(max(1, round(problem.retry_after + 0.499))))
+    return headers
+
+
+def problem_response(problem: Problem, *, request_id: str = "", instance: str = "") -> web.Response:
+    """Render a Problem as a problem+json response."""
+    body = problem_body(problem, request_id=request_id, instance=instance)
+    headers = problem_headers(problem)
     return web.Response(
         body=msgspec.json.encode(body),
         status=problem.status,
@@ -124,46 +133,71 @@ def domain_problem(exc: Exception) -> Problem | None:
         return Problem(
             400, "invalid-idempotency-key", "Idempotency-Key is invalid", detail=str(exc)
         )
+    if isinstance(exc, AlreadyFinished):
+        return Problem(409, "already-finished", "The job had already ended", detail=str(exc))
     if isinstance(exc, IdempotencyKeyReused):
-        return Problem(
-            422,
+        return _unprocessable(
             "idempotency-key-reused",
             "Idempotency-Key was used with another request",
-            detail=str(exc),
-            errors=[{"path": "Idempotency-Key", "message": "reused with a different body"}],
+            exc,
+            path="Idempotency-Key",
+            message="reused with a different body",
         )
     if isinstance(exc, TooManyStreams):
         return Problem(
             429, "too-many-streams", "Too many open streams", detail=str(exc), retry_after=5.0
         )
+    if isinstance(exc, ContextTooLong):
+        return _unprocessable(
+            "context-length-exceeded",
+            "Prompt plus max_new_tokens exceeds the model's context",
+            exc,
+            path=exc.path,
+            message=str(exc),
+        )
     if isinstance(exc, PromptTooLong):
-        return Problem(
-            422,
-            "validation",
-            "Request body failed validation",
-            detail=str(exc),
-            errors=[{"path": exc.path, "message": "too long"}],
+        return _unprocessable(
+            "validation", "Request body failed validation", exc, path=exc.path, message="too long"
         )
     return None
 
 
+def _unprocessable(slug: str, title: str, exc: Exception, *, path: str, message: str) -> Problem:
+    """A 422 naming the one field (or header) that is wrong."""
+    return Problem(422, slug, title, detail=str(exc), errors=[{"path": path, "message": message}])
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Renderer = Callable[..., web.Response]  # (problem, *, request_id, instance) -> the response
+# Path prefix -> how that route family renders a Problem (``/v1/``: OpenAI's error object).
+ERROR_RENDERERS: web.AppKey[Mapping[str, Renderer]] = web.AppKey("error_renderers", dict)
+
+
+def renderer_for(request: web.Request) -> Renderer:
+    """How this request's errors look: its route family's renderer, else problem+json."""
+    for prefix, render in request.app.get(ERROR_RENDERERS, {}).items():
+        if request.path.startswith(prefix):
+            return render
+    return problem_response
 
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every failure below the handler to problem+json; unexpected ones to a bare 500."""
+    """Map every failure below the handler to a Problem, rendered in its route family's shape.
+
+    problem+json unless ``ERROR_RENDERERS`` names another renderer for the path's prefix
+    (OpenAI's error object on ``/v1/``); anything unexpected is a bare 500.
+    """
     request_id = request.get(REQUEST_ID, "")
+    render = renderer_for(request)
     try:
         return await handler(request)
     except Problem as problem:
-        return problem_response(problem, request_id=request_id, instance=request.path)
+        return render(problem, request_id=request_id, instance=request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem_response(
-            _from_http_exception(exc), request_id=request_id, instance=request.path
-        )
+        return render(_from_http_exception(exc), request_id=request_id, instance=request.path)
     except RedisError as exc:
         # The queue is unreachable: the client did nothing wrong and may retry shortly.
         log.warning("redis unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
@@ -174,14 +208,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             detail="try again shortly",
             retry_after=2.0,
         )
-        return problem_response(problem, request_id=request_id, instance=request.path)
+        return render(problem, request_id=request_id, instance=request.path)
     except Exception as exc:
         mapped = domain_problem(exc)
         if mapped is not None:
-            return problem_response(mapped, request_id=request_id, instance=request.path)
+            return render(mapped, request_id=request_id, instance=request.path)
         log.exception("unhandled error", extra={"request_id": request_id})
         problem = Problem(500, "internal", "Internal server error", detail="see server logs")
-        return problem_response(problem, request_id=request_id, instance=request.path)
+        return render(problem, request_id=request_id, instance=request.path)
 
 
 JSON = "application/json"

@@ -22,7 +22,9 @@ import msgspec
 from redis.exceptions import RedisError
 
 from services.gateway.billing.budget import BudgetExhausted, BudgetGate, budget_warning
+from services.gateway.fleet.served import Served, ServedModels
 from services.gateway.fleet.store import FleetStore
+from services.gateway.jobs.fits import check_fits
 from services.gateway.jobs.hub import EventHub, HubLost, Inbox
 from services.gateway.jobs.ratelimit import RateLimit
 from services.gateway.jobs.store import Admission, JobStore, JobView, OverBudget
@@ -61,6 +63,14 @@ def _lost(job_id: str, *, status: JobStatus) -> ErrorEvent:
 
 class InvalidIdempotencyKey(Exception):
     """An ``Idempotency-Key`` the gateway will not store."""
+
+
+class AlreadyFinished(Exception):
+    """A cancel for a job that had already ended."""
+
+    def __init__(self, view: JobView) -> None:
+        super().__init__(f"job {view.job_id} had already ended ({view.status}): nothing to cancel")
+        self.view = view
 
 
 class PromptTooLong(Exception):
@@ -120,6 +130,7 @@ class JobService:
         self._settings = settings
         self._metrics = metrics
         self._rate = RateLimit(rate=settings.rate_limit, burst=max(1.0, settings.rate_limit))
+        self.served = ServedModels(store.redis, max_age_s=settings.heartbeat_max_age_s, clock=clock)
 
     # ------------------------------------------------------------------ submit
 
@@ -127,6 +138,34 @@ class JobService:
         """Refuse a prompt longer than the configured limit, naming its field."""
         if chars > self._settings.max_prompt_chars:
             raise PromptTooLong(path=path, limit=self._settings.max_prompt_chars)
+
+    async def check_fits(
+        self,
+        request: GenerateRequest,
+        *,
+        texts: Sequence[str],
+        prompt_path: str,
+        limit_path: str,
+        served: Served | None = None,
+    ) -> None:
+        """Refuse what the served model cannot hold (``ContextTooLong``), before queueing.
+
+        The served model is the live workers', or the one they served last while the fleet
+        is scaled to zero (``served``, if the caller has read it already); none known, or a
+        worker too old to say its context: nothing to check here (the worker checks).
+        """
+        model = (served or await self.served.read()).model
+        if model is None or model.context_length is None:
+            return
+        check_fits(
+            texts,
+            max_new_tokens=request.max_new_tokens,
+            context_length=model.context_length,
+            max_token_chars=model.max_token_chars,
+            model=model.name,
+            prompt_path=prompt_path,
+            limit_path=limit_path,
+        )
 
     async def submit(
         self,
@@ -307,12 +346,15 @@ class JobService:
     # ------------------------------------------------------------------ cancel
 
     async def cancel(self, job_id: str, *, subject: str) -> tuple[JobView, bool] | None:
-        """Cancel the caller's job; the job and whether it has ended (``None``: not theirs)."""
+        """Cancel the caller's job; the job and whether it has ended (``None``: not theirs).
+
+        A job that had already ended raises ``AlreadyFinished``: there was nothing to cancel.
+        """
         view = await self.store.read(job_id, subject=subject)
         if view is None:
             return None
         if view.status in TERMINAL_STATUSES:
-            return view, True
+            raise AlreadyFinished(view)
         await self.store.cancel(job_id)
         final = await self._final_within(job_id, timeout_s=CANCEL_WAIT_S)
         view = await self.store.read(job_id, subject=subject) or view

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from services.protocol.messages import (
     MAX_PROMPT_CHARS,
@@ -36,7 +36,7 @@ class StreamOptions(msgspec.Struct, kw_only=True, frozen=True):
 class SamplingOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Fields both routes share; the unsupported ones are checked after decoding."""
 
-    model: str = ""  # informational: one model is served, and responses name it
+    model: str = ""  # the served model, an alias of it, or "" (the served one); else a 404
     max_tokens: NewTokens | None = None
     temperature: Temperature | None = None  # OpenAI's default is 1.0
     top_p: TopP | None = None
@@ -111,11 +111,17 @@ class ModelList(msgspec.Struct, kw_only=True, frozen=True):
     data: list[Model]
 
 
+# OpenAI's description requires some fields that this server never fills (``logprobs``,
+# ``refusal``): they are typed ``None`` with no default, so every answer carries them as
+# null and the schema lists them as required, as OpenAI's does.
+
+
 class AssistantMessage(msgspec.Struct, kw_only=True, frozen=True):
     """The generated turn."""
 
     role: Literal["assistant"] = "assistant"
     content: str
+    refusal: None
 
 
 class Delta(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -131,6 +137,7 @@ class ChatChoice(msgspec.Struct, kw_only=True, frozen=True):
     index: int = 0
     message: AssistantMessage
     finish_reason: OpenAIFinish
+    logprobs: None
 
 
 class ChunkChoice(msgspec.Struct, kw_only=True, frozen=True):
@@ -147,6 +154,7 @@ class TextChoice(msgspec.Struct, kw_only=True, frozen=True):
     index: int = 0
     text: str
     finish_reason: OpenAIFinish | None
+    logprobs: None
 
 
 class _Answer(msgspec.Struct, kw_only=True, frozen=True):
@@ -174,8 +182,11 @@ class ChatCompletionChunk(_Answer, kw_only=True, frozen=True):
 
 
 class TextCompletion(_Answer, kw_only=True, frozen=True):
-    """``text_completion``: the answer of a finished job, or one streamed chunk of it."""
+    """``text_completion``: the answer of a finished job, or one streamed chunk of it.
+
+    ``usage`` is left out of chunks but the ``include_usage`` one (OpenAI's is not nullable).
+    """
 
     object: Literal["text_completion"] = "text_completion"
     choices: list[TextChoice]
-    usage: Usage | None = None
+    usage: Usage | UnsetType = UNSET

@@ -2,13 +2,14 @@
 
 Each request becomes one ordinary job (same budget gate, admission, queue and worker as
 ``POST /infer``); this module only translates OpenAI's wire shapes to ours and back.
-Options we cannot honour are refused with a 422 naming their path, never silently dropped.
+Options we cannot honour are refused with a 400 naming their ``param``, never silently
+dropped; every error is OpenAI's error object (``errors.py``), so OpenAI's clients raise
+what they would raise against OpenAI.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 import msgspec
@@ -17,15 +18,9 @@ from aiohttp_sse import EventSourceResponse
 
 from services.gateway.api.native import submission_headers
 from services.gateway.auth import Principal
-from services.gateway.fleet.observe import live_workers
+from services.gateway.fleet.served import Served
 from services.gateway.http.openapi import Reply, operation
-from services.gateway.http.problems import (
-    PROBLEM_CONTENT_TYPE,
-    REQUEST_ID,
-    Problem,
-    json_response,
-    read_json,
-)
+from services.gateway.http.problems import REQUEST_ID, Problem, json_response, read_json
 from services.gateway.http.state import STATE, GatewayState
 from services.gateway.http.streams import relayed_events
 from services.gateway.jobs.service import TextDelta
@@ -47,6 +42,14 @@ from services.gateway.openai_api.bodies import (
     TextChoice,
     TextCompletion,
 )
+from services.gateway.openai_api.errors import (
+    OPENAI_ERRORS,
+    OpenAIErrorResponse,
+    job_failure,
+    openai_error,
+    wait_timeout,
+)
+from services.gateway.openai_api.models import listed, served_for
 from services.protocol.messages import (
     ChatMessage,
     DoneEvent,
@@ -97,6 +100,12 @@ async def _decode(request: web.Request, kind: type[SamplingOptions]) -> Any:
     return body
 
 
+def _limit_path(body: SamplingOptions) -> str:
+    """The field that set the job's token limit (``max_completion_tokens`` wins)."""
+    chosen = getattr(body, "max_completion_tokens", None)
+    return "$.max_completion_tokens" if chosen else "$.max_tokens"
+
+
 def _generate_request(body: Any, *, prompt: str, chat: bool) -> GenerateRequest:
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     limit = getattr(body, "max_completion_tokens", None) or body.max_tokens
@@ -120,26 +129,29 @@ def _turn(message: InputMessage) -> ChatMessage:
     return ChatMessage(role="system" if message.role == "developer" else message.role, content=text)
 
 
-_PROBLEM_MEDIA = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
 _FAILURE_REPLIES: dict[int, Reply] = {
-    409: Reply(description="The job was cancelled (`DELETE /jobs/{id}`).", media=_PROBLEM_MEDIA),
-    502: Reply(description="The worker failed the job.", media=_PROBLEM_MEDIA),
+    409: Reply(
+        description="The job was cancelled (`DELETE /jobs/{id}`).", body=OpenAIErrorResponse
+    ),
+    502: Reply(description="The worker failed the job.", body=OpenAIErrorResponse),
     504: Reply(
         description=(
             "Not done within the gateway's wait timeout (the job goes on: poll `Location`), "
             "or the job waited past its deadline before a worker took it."
         ),
-        media=_PROBLEM_MEDIA,
+        body=OpenAIErrorResponse,
         headers=("Location",),
     ),
 }
 _NOTE = (
     "OpenAI-compatible: one job like `POST /infer` (same queue, limits and `Idempotency-Key`). "
-    "`model` is informational (one model is served; responses name it). Unsupported options "
-    "(`n` > 1, `logprobs`, penalties, `logit_bias`, `tools`, non-text `response_format`) are "
-    "a 422 naming their path. A prompt plus `max_tokens` past the model's context is a 400. "
-    "With `stream: true` the answer is SSE with bare `data:` lines (no `event:`), each a "
-    'chunk, then `data: [DONE]`; a failure mid-stream is `data: {"error": {...}}`.'
+    "`model` names the served model or an alias of it (`GET /v1/models`); absent, the served "
+    "one; any other is a 404 `model_not_found`. Unsupported options (`n` > 1, `logprobs`, "
+    "penalties, `logit_bias`, `tools`, non-text `response_format`) are a 400 naming their "
+    "`param`. A prompt plus `max_tokens` that cannot fit the model's context is a 400 "
+    "`context_length_exceeded`. Errors are OpenAI's error object. With `stream: true` the "
+    "answer is SSE with bare `data:` lines (no `event:`), each a chunk, then `data: [DONE]`; "
+    'a failure mid-stream is `data: {"error": {...}}` (the same object), then `data: [DONE]`.'
 )
 
 
@@ -163,31 +175,51 @@ def _completion_operation(
             ),
             **_FAILURE_REPLIES,
         },
-        "problems": (400, 401, 402, 413, 415, 422, 429, 503),
+        "problems": (400, 401, 402, 404, 413, 415, 429, 503),
+        "errors": OPENAI_ERRORS,
     }
-
-
-async def _served_model(state: GatewayState) -> str | None:
-    workers = await live_workers(state.redis, max_age_s=state.settings.heartbeat_max_age_s)
-    return next((w.model for w in workers if w.ready), None)
 
 
 @routes.get("/v1/models")
 @operation(
     operation_id="listModels",
-    summary="OpenAI-compatible: the model live workers serve (empty while none is ready)",
+    summary="OpenAI-compatible: the served model and its aliases, warm or scaled to zero",
     tag="inference",
-    replies={200: Reply(description="The served models.", body=ModelList)},
+    description=(
+        "The model live workers serve or, while none is live (the fleet scaled to zero), the "
+        "one they served last: a request for it starts the fleet. Then the configured aliases "
+        "(`TINYLLAMA_MODEL_ALIASES`). Every id listed is accepted as `model`."
+    ),
+    replies={200: Reply(description="The models `model` may name.", body=ModelList)},
     problems=(401,),
+    errors=OPENAI_ERRORS,
 )
 async def list_models(request: web.Request) -> web.Response:
-    """The model(s) live, ready workers serve, freshest heartbeat first."""
+    """The served model (live, else the last one served) and its aliases."""
     state = request.app[STATE]
     await state.authenticator.authenticate(request.headers.get("Authorization"))
-    workers = await live_workers(state.redis, max_age_s=state.settings.heartbeat_max_age_s)
-    served = dict.fromkeys(w.model for w in workers if w.ready)
-    now = int(time.time())
-    return json_response(ModelList(data=[Model(id=name, created=now) for name in served]))
+    served = await state.jobs.served.read()
+    return json_response(ModelList(data=listed(served, state.settings.model_aliases)))
+
+
+@routes.get("/v1/models/{model}")
+@operation(
+    operation_id="retrieveModel",
+    summary="OpenAI-compatible: one model `GET /v1/models` lists (a `/` in an id is `%2F`)",
+    tag="inference",
+    path_params={"model": {"type": "string"}},
+    replies={200: Reply(description="The model.", body=Model)},
+    problems=(401, 404),
+    errors=OPENAI_ERRORS,
+)
+async def retrieve_model(request: web.Request) -> web.Response:
+    """One model ``GET /v1/models`` lists; any other id is a 404 ``model_not_found``."""
+    state = request.app[STATE]
+    await state.authenticator.authenticate(request.headers.get("Authorization"))
+    model = request.match_info["model"]
+    served = await served_for(state, model)
+    models = listed(served, state.settings.model_aliases)
+    return json_response(next(m for m in models if m.id == model))
 
 
 @routes.post("/v1/chat/completions")
@@ -204,12 +236,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     principal = await state.authenticator.authenticate(request.headers.get("Authorization"))
     body: ChatCompletionRequest = await _decode(request, ChatCompletionRequest)
+    served = await served_for(state, body.model)
     turns = [_turn(m) for m in body.messages]
     state.jobs.check_prompt(sum(len(t.content) for t in turns), path="$.messages")
     last = next((t.content for t in reversed(turns) if t.role == "user" and t.content), "")
     summary = last[:_SUMMARY_CHARS] or "(chat)"
     generate = _generate_request(body, prompt=summary, chat=True)
-    return await _answer(request, state, principal, body, generate=generate, messages=turns)
+    await state.jobs.check_fits(
+        generate,
+        texts=[t.content for t in turns],
+        prompt_path="$.messages",
+        limit_path=_limit_path(body),
+        served=served,
+    )
+    return await _answer(
+        request, state, principal, body, served=served, generate=generate, messages=turns
+    )
 
 
 @routes.post("/v1/completions")
@@ -226,9 +268,19 @@ async def completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     principal = await state.authenticator.authenticate(request.headers.get("Authorization"))
     body: CompletionRequest = await _decode(request, CompletionRequest)
+    served = await served_for(state, body.model)
     state.jobs.check_prompt(len(body.prompt), path="$.prompt")
     generate = _generate_request(body, prompt=body.prompt, chat=False)
-    return await _answer(request, state, principal, body, generate=generate, messages=[])
+    await state.jobs.check_fits(
+        generate,
+        texts=[body.prompt],
+        prompt_path="$.prompt",
+        limit_path=_limit_path(body),
+        served=served,
+    )
+    return await _answer(
+        request, state, principal, body, served=served, generate=generate, messages=[]
+    )
 
 
 async def _answer(
@@ -237,6 +289,7 @@ async def _answer(
     principal: Principal,
     body: SamplingOptions,
     *,
+    served: Served,
     generate: GenerateRequest,
     messages: list[ChatMessage],
 ) -> web.StreamResponse:
@@ -252,7 +305,7 @@ async def _answer(
     headers = submission_headers(submission)
     shape = _Shape(chat=bool(messages), job_id=job_id, created=int(submission.payload.enqueued_at))
     if body.stream:
-        model = await _served_model(state) or body.model or OWNER
+        model = served.model.name if served.model else body.model or OWNER
         usage = bool(body.stream_options and body.stream_options.include_usage)
         headers["X-Job-Id"] = job_id
         return await _stream(
@@ -265,9 +318,9 @@ async def _answer(
         )
     final = await state.jobs.wait(job_id)
     if final is None:
-        raise _timeout(job_id, headers)
+        raise wait_timeout(job_id, headers)
     if isinstance(final, ErrorEvent):
-        raise _failure(final.code, final.message)
+        raise job_failure(final.code, final.message)
     assert isinstance(final, DoneEvent)
     return json_response(shape.completion(final.result), headers=headers)
 
@@ -288,10 +341,10 @@ class _Shape:
         finish = _finish_reason(result)
         common = {"id": self.id, "created": self.created, "model": result.model}
         if self.chat:
-            message = AssistantMessage(content=result.text)
-            choice = ChatChoice(message=message, finish_reason=finish)
+            message = AssistantMessage(content=result.text, refusal=None)
+            choice = ChatChoice(message=message, finish_reason=finish, logprobs=None)
             return ChatCompletion(**common, choices=[choice], usage=result.usage)
-        choices = [TextChoice(text=result.text, finish_reason=finish)]
+        choices = [TextChoice(text=result.text, finish_reason=finish, logprobs=None)]
         return TextCompletion(**common, choices=choices, usage=result.usage)
 
     def chunk(self, model: str, *, delta: Delta, finish: Any = None) -> Any:
@@ -300,7 +353,7 @@ class _Shape:
             return ChatCompletionChunk(
                 **common, choices=[ChunkChoice(delta=delta, finish_reason=finish)]
             )
-        choice = TextChoice(text=delta.content or "", finish_reason=finish)
+        choice = TextChoice(text=delta.content or "", finish_reason=finish, logprobs=None)
         return TextCompletion(**common, choices=[choice])
 
     def usage_chunk(self, model: str, usage: Usage) -> Any:
@@ -311,36 +364,7 @@ class _Shape:
 def _finish_reason(result: GenerateResult) -> OpenAIFinish:
     if result.finish_reason in ("stop", "length"):
         return result.finish_reason
-    raise _failure(result.finish_reason, f"the job ended {result.finish_reason}")
-
-
-# A failed job's code -> (status, problem slug, title). The client's fault is a 4xx, a worker
-# that cannot run it now a 503 (retry), one that broke a 502; anything unknown is ours too.
-_FAILURES: dict[str, tuple[int, str, str]] = {
-    "request_too_large": (400, "request-too-large", "Prompt plus max_tokens exceeds the model"),
-    "cancelled": (409, "job-cancelled", "The job was cancelled"),
-    "expired": (503, "overloaded", "No worker started the job before its deadline"),
-    "shutdown": (503, "worker-unavailable", "The worker could not run the job"),
-    "engine_restarted": (503, "worker-unavailable", "The worker could not run the job"),
-    "engine_unavailable": (503, "worker-unavailable", "The worker could not run the job"),
-    "fleet_stopped": (503, "fleet-stopped", "An operator stopped the GPU fleet"),
-    "budget_exhausted": (402, "budget-exhausted", "The GPU budget for this month is spent"),
-    "unavailable": (503, "unavailable", "Lost contact with the queue; the job may still finish"),
-    "worker_crashed": (502, "worker-crashed", "The job crashed its worker twice"),
-    "delivery_failed": (503, "unavailable", "The worker lost the queue while running the job"),
-}
-
-
-def _failure(code: str, message: str) -> Problem:
-    """A failed job as the client sees it."""
-    status, slug, title = _FAILURES.get(code, (502, "worker-failed", "The worker failed the job"))
-    retry_after = 5.0 if status == 503 else None
-    return Problem(status, slug, title, detail=f"{code}: {message}", retry_after=retry_after)
-
-
-def _timeout(job_id: str, headers: dict[str, str]) -> Problem:
-    detail = f"job {job_id} is not done within the wait timeout; it goes on: GET /jobs/{job_id}"
-    return Problem(504, "wait-timeout", "The job is still running", detail=detail, headers=headers)
+    raise job_failure(result.finish_reason, f"the job ended {result.finish_reason}")
 
 
 async def _stream(
@@ -363,12 +387,11 @@ async def _stream(
         await response.send(msgspec.json.encode(value).decode())
 
     async def send_error(response: EventSourceResponse, problem: Problem) -> None:
-        error = {"message": problem.detail, "type": problem.slug, "code": problem.status}
-        await send(response, {"error": {**error, "param": None}})
+        await send(response, openai_error(problem))
         await response.send("[DONE]")
 
     async def failed(response: EventSourceResponse) -> None:
-        await send_error(response, _failure("internal", "the gateway failed while streaming"))
+        await send_error(response, job_failure("internal", "the gateway failed while streaming"))
 
     async with relayed_events(
         request, shape.job_id, subject=subject, headers=headers, failed=failed
@@ -389,5 +412,5 @@ async def _stream(
                     await send(response, shape.usage_chunk(model, item.result.usage))
                 await response.send("[DONE]")
             elif isinstance(item, ErrorEvent):
-                await send_error(response, _failure(item.code, item.message))
+                await send_error(response, job_failure(item.code, item.message))
     return response
