@@ -1,4 +1,4 @@
-"""Fixtures of the client tests: a Redis to stop and start, a real authorization server."""
+"""Fixtures of the client tests: a Redis to stop and start, a worker, an auth server."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from services.devstack.redis_server import free_port
 from tests.clients.auth_server import AuthServer, Client
 from tests.conftest import CLIENT_ID, ISSUER
 from tests.faults.conftest import fault_redis  # noqa: F401
+from tests.test_end_to_end import ready_worker, worker  # noqa: F401  (a demo-model worker)
 
 MACHINE_SECRET = "machine-secret"
 
