@@ -219,12 +219,7 @@ def _infer_command(ctx: Context) -> int:
 def _job_command(ctx: Context) -> int:
     client, job_id = ctx.client(), ctx.args.job_id
     if not ctx.args.cancel:
-        job = client.job(job_id)
-        ctx.show(
-            job,
-            f"job {job_id}: {job['status']}"
-            + (f"\n{job['result']['text']}" if job.get("result") else ""),
-        )
+        print(json.dumps(client.job(job_id), indent=2))  # JSON, with or without --json
         return 0
     try:
         job = client.cancel(job_id)
@@ -246,23 +241,12 @@ def _job_command(ctx: Context) -> int:
 def _gpu_command(ctx: Context) -> int:
     client = ctx.client()
     actions = {"status": client.gpu, "start": client.gpu_start, "stop": client.gpu_stop}
-    gpu = actions[ctx.args.action]()
-    text = f"gpu: {gpu.get('state')}"
-    if "workers_ready" in gpu:
-        text += f", {gpu['workers_ready']} worker(s) ready, {gpu.get('queue_depth', 0)} queued"
-    ctx.show(gpu, text)
+    print(json.dumps(actions[ctx.args.action](), indent=2))  # JSON, with or without --json
     return 0
 
 
 def _usage_command(ctx: Context) -> int:
-    usage = ctx.client().usage()
-    month, budget = usage.get("month", {}), usage.get("budget", {})
-    text = (
-        f"{usage.get('subject')}: {month.get('jobs', 0)} jobs this month, "
-        f"{month.get('completion_tokens', 0)} tokens; GPU month to date "
-        f"${budget.get('month_to_date_usd', 0):.2f} ({budget.get('status', '-')})"
-    )
-    ctx.show(usage, text)
+    print(json.dumps(ctx.client().usage(), indent=2))  # JSON, with or without --json
     return 0
 
 
@@ -294,7 +278,10 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="tinyllama", description="TinyLlama Serve client.")
     sub = parser.add_subparsers(dest="command", required=True)
-    default_url = environ.get("TINYLLAMA_URL", "http://127.0.0.1:8080")
+    # TINYLLAMA_API_URL is what `tinyllama registry export` writes for the stack's api/url.
+    default_url = (
+        environ.get("TINYLLAMA_URL") or environ.get("TINYLLAMA_API_URL") or "http://127.0.0.1:8080"
+    )
 
     def command(name: str, helptext: str, run: Callable[[Context], int], *, gateway: bool = True):
         cmd = sub.add_parser(name, help=helptext)
