@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from clients.auth.config import config_dir
+from clients.auth.config import LoginError, config_dir
 
 KEYRING_SERVICE = "tinyllama"
 
@@ -93,8 +93,16 @@ class KeyringStore:
     def save(self, tokens: Tokens) -> None:
         """Store the login as one keyring secret."""
         import keyring
+        from keyring.errors import KeyringError
 
-        keyring.set_password(KEYRING_SERVICE, self.account, msgspec.json.encode(tokens).decode())
+        secret = msgspec.json.encode(tokens).decode()
+        try:
+            keyring.set_password(KEYRING_SERVICE, self.account, secret)
+        except KeyringError as exc:  # a locked or absent Secret Service, say
+            raise LoginError(
+                f"the OS keyring refused the login ({exc}); "
+                "set TINYLLAMA_TOKEN_STORE=file to keep it in a private file instead"
+            ) from None
 
     def clear(self) -> None:
         """Delete the keyring entry."""

@@ -13,7 +13,15 @@ import msgspec
 import pytest
 import requests
 
-from clients.auth import FileStore, LoginError, Tokens, current_token, login_machine, login_pkce
+from clients.auth import (
+    FileStore,
+    LoginError,
+    Tokens,
+    current_token,
+    load_login_config,
+    login_machine,
+    login_pkce,
+)
 from clients.auth import logout as forget
 from tests.clients.conftest import follow_redirects
 
@@ -110,3 +118,20 @@ def test_token_file_is_private_and_tokens_never_show_in_repr(tmp_path):
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert store.load() == tokens
     assert "secret" not in repr(tokens)
+
+
+def test_login_settings_come_from_the_registry_export_before_the_config_file(tmp_path):
+    """TINYLLAMA_COGNITO_* variables win over config.json; the file fills what they lack."""
+    (tmp_path / "config.json").write_text(
+        json.dumps({"login": {"domain": "file.example", "client_id": "from-file"}})
+    )
+    from_file = load_login_config({"TINYLLAMA_CONFIG_DIR": str(tmp_path)})
+    assert from_file.authorize_url == "https://file.example/oauth2/authorize"
+    assert from_file.client_id == "from-file"
+    assert "tinyllama/invoke" in from_file.scopes
+    assert from_file.redirect_uri == "http://localhost:8765/callback"
+    exported = load_login_config(
+        {"TINYLLAMA_CONFIG_DIR": str(tmp_path), "TINYLLAMA_COGNITO_DESKTOP_CLIENT_ID": "env-id"}
+    )
+    assert exported.client_id == "env-id"
+    assert exported.revoke_url == "https://file.example/oauth2/revoke"

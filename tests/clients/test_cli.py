@@ -117,3 +117,19 @@ async def test_ctrl_c_stops_the_answer_but_not_the_session(gateway, ready_worker
     assert "[stopped]" in text
     second = text.split("[stopped]", 1)[1].split("you> ")[1]
     assert second.strip()
+
+
+async def test_async_stream_names_its_job_first_and_ends_with_done(
+    gateway, ready_worker, make_token
+):
+    """AsyncClient.stream yields ("job", {id}) first, token deltas, and the result last."""
+    from clients.sdk import AsyncClient
+
+    async with AsyncClient(_url(gateway), make_token("streamer")) as client:
+        events = [item async for item in client.stream("Hello", max_new_tokens=4)]
+        job = await client.get_job(events[0][1]["id"])
+    assert events[0][0] == "job"
+    assert any(event == "token" for event, _ in events)
+    assert events[-1][0] == "done"
+    assert job.status == "succeeded"
+    assert job.result.text == events[-1][1]["text"]
