@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import tkinter as tk
 from collections.abc import Mapping
@@ -45,6 +46,7 @@ class DesktopApp:
             backend=self.settings.backend, idle_minutes=self.settings.idle_minutes
         )
         self.bridge = Bridge(root)
+        self._timers: dict[object, str] = {}
         self.auth = AuthController(self.state, token_source)
         self._service: ServiceBackend | None = None
         self._openai: OpenAIBackend | None = None
@@ -85,7 +87,7 @@ class DesktopApp:
     def _every(self, period_ms: int, action) -> None:
         def tick() -> None:
             action()
-            self.root.after(period_ms, tick)
+            self._timers[action] = self.root.after(period_ms, tick)
 
         tick()
 
@@ -133,8 +135,12 @@ class DesktopApp:
     def close(self) -> None:
         """Save the settings (geometry, idle minutes, backend) and close the window."""
         self._remember(geometry=self.root.geometry(), idle_minutes=self.state.idle_minutes)
+        for timer in self._timers.values():
+            self.root.after_cancel(timer)
         self.bridge.close()
+        self.state.unsubscribe_all()  # threads still running must not keep Tk objects alive
         self.root.destroy()
+        gc.collect()  # Tk variables must die on the Tk thread, not in a worker thread's GC
 
 
 def main(environ: Mapping[str, str] = os.environ) -> int:

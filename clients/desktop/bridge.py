@@ -22,7 +22,7 @@ class Bridge:
         self._root = root
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._closed = False
-        self._root.after(POLL_MS, self._drain)
+        self._pending = self._root.after(POLL_MS, self._drain)
 
     def _drain(self) -> None:
         while True:
@@ -32,7 +32,7 @@ class Bridge:
                 break
             callback()
         if not self._closed:
-            self._root.after(POLL_MS, self._drain)
+            self._pending = self._root.after(POLL_MS, self._drain)
 
     def deliver(self, callback: Callable[[], None]) -> None:
         """From any thread: run ``callback`` on the Tk thread soon."""
@@ -60,5 +60,6 @@ class Bridge:
         return thread
 
     def close(self) -> None:
-        """Stop draining (the window is closing)."""
+        """Stop draining (the window is closing); late results are dropped."""
         self._closed = True
+        self._root.after_cancel(self._pending)

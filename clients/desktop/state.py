@@ -41,6 +41,10 @@ class AppState:
         """Call ``listener(state)`` after every change."""
         self._listeners.append(listener)
 
+    def unsubscribe_all(self) -> None:
+        """Forget every listener (the window is gone)."""
+        self._listeners.clear()
+
     def changed(self) -> None:
         """Tell every listener (the view) to render the state again."""
         for listener in self._listeners:

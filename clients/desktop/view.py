@@ -11,6 +11,13 @@ from clients.desktop.state import AppState
 # Cost panel colours: normal, past the warning threshold, at the hard stop.
 LEVEL_COLOURS = {"normal": "#1b5e20", "warning": "#e65100", "stopped": "#b71c1c"}
 SPINNER = "|/-\\"
+# C0 control characters other than tab and newline: Tk's text widget stops at a NUL.
+_CONTROLS = {code: "\ufffd" for code in range(32) if chr(code) not in "\t\n"}
+
+
+def printable(text: str) -> str:
+    """``text`` as the transcript shows it: control characters become U+FFFD."""
+    return text.translate(_CONTROLS)
 
 
 class MainView:
@@ -35,14 +42,16 @@ class MainView:
         bar.pack(fill="x", padx=8, pady=(8, 0))
         ttk.Label(bar, text="Backend:").pack(side="left")
         self.backend_var = tk.StringVar(value="service")
+        self.backend_buttons: dict[str, ttk.Radiobutton] = {}
         for value, label in (("service", "TinyLlama service"), ("openai", "OpenAI-compatible")):
-            ttk.Radiobutton(
+            self.backend_buttons[value] = ttk.Radiobutton(
                 bar,
                 text=label,
                 value=value,
                 variable=self.backend_var,
                 command=lambda: self._actions["backend"](self.backend_var.get()),
-            ).pack(side="left", padx=4)
+            )
+            self.backend_buttons[value].pack(side="left", padx=4)
         ttk.Label(bar, text="Base URL:").pack(side="left", padx=(12, 2))
         self.base_url = ttk.Entry(bar, width=30)
         self.base_url.pack(side="left")
@@ -126,7 +135,7 @@ class MainView:
     def _render_prompt(self, state: AppState) -> None:
         lines = []
         for exchange in state.history:
-            lines.append(f"> {exchange.prompt}\n{exchange.answer}")
+            lines.append(printable(f"> {exchange.prompt}\n{exchange.answer}"))
             if exchange.error:
                 lines.append(f"[{exchange.error}]")
             lines.append("")

@@ -154,8 +154,7 @@ def open_app(x_display, service, tmp_path) -> Iterator[Callable[..., DesktopApp]
 
     yield open_with
     for app in opened:
-        app.bridge.close()
-        app.root.destroy()
+        app.close()
 
 
 def pump(root: tk.Misc, condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from clients.desktop.bridge import Bridge
 from clients.desktop.config import clamp_idle
 from clients.desktop.controllers.errors import describe
+from clients.desktop.controllers.polling import Poller
 from clients.desktop.state import AppState
-from clients.sdk import ApiError
+from clients.sdk import ApiError, Client
 
 POLL_MS = 2000
 
@@ -19,25 +20,16 @@ class GpuController:
         self._bridge = bridge
         self._client_of = client_of  # () -> sdk.Client | None (None: backend without a GPU)
         self.poll_ms = poll_ms
-        self._in_flight = False
-
-    def refresh(self) -> None:
-        """Ask ``GET /gpu`` once (skipped when one is in flight or no service backend)."""
-        client = self._client_of()
-        if client is None or self._in_flight:
-            return
-        self._in_flight = True
-        self._bridge.run(client.gpu, done=self._got, failed=self._failed)
+        self._poller = Poller(bridge, client_of, Client.gpu, done=self._got, failed=self._failed)
+        self.refresh = self._poller.refresh
 
     def _got(self, gpu: dict) -> None:
-        self._in_flight = False
         self._state.gpu = gpu
         if gpu.get("state") == "stopped" and self._state.gpu_note.startswith("stopping"):
             self._state.gpu_note = "stopped: the GPU is off"
         self._state.changed()
 
     def _failed(self, exc: Exception) -> None:
-        self._in_flight = False
         self._state.gpu_note = describe(exc)
         self._state.changed()
 
