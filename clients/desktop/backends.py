@@ -89,7 +89,8 @@ class OpenAIBackend:
                         if choice.delta and choice.delta.content:
                             yield "token", choice.delta.content
         except openai.OpenAIError as exc:
-            yield "error", str(exc)
+            cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
+            yield "error", f"{exc}{cause}"
             return
         yield "done", ""
 

@@ -129,6 +129,28 @@ def test_the_openai_backend_streams_from_this_services_v1_and_greys_the_gpu_pane
     ask(app, "Hello there")
     pump(app.root, lambda: not app.state.streaming, timeout_s=60, what="the /v1 answer")
     exchange = app.state.history[-1]
-    assert exchange.error == ""
+    assert exchange.error == "", service.output()[-4000:]
     assert exchange.answer.strip()
     assert printable(exchange.answer) in transcript(app)
+
+
+def test_stop_ends_a_streaming_answer_and_keeps_what_had_arrived(open_app, admin_token):
+    """Stop mid-answer closes the stream: no more tokens arrive and Send works again."""
+    app = open_app(admin_token)
+    ask(app, "Tell me a long story")
+    pump(
+        app.root,
+        lambda: bool(app.state.history[-1].answer) or not app.state.streaming,
+        timeout_s=60,
+        what="the first token",
+    )
+    assert app.view.stop_button.instate(["!disabled"])
+    app.view.stop_button.invoke()
+    pump(app.root, lambda: not app.state.streaming, timeout_s=10, what="the stream closed")
+    kept = app.state.history[-1].answer
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        app.root.update()
+    assert app.state.history[-1].answer == kept
+    assert app.state.history[-1].done
+    assert app.view.send_button.instate(["!disabled"])
