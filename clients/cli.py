@@ -327,10 +327,21 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     gpu = command("gpu", "show, start or stop the GPU fleet (start/stop: admin)", _gpu_command)
     gpu.add_argument("action", nargs="?", default="status", choices=("status", "start", "stop"))
     command("usage", "your usage, cost and the budget", _usage_command)
+    command("desktop", "open the desktop app (TinyLlama Desktop)", _desktop_command)
 
     registry = sub.add_parser("registry", help="read and write the config registry", add_help=False)
     registry.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def _desktop_command(ctx: Context) -> int:
+    """The desktop window against ``--url``, with ``--token`` or the stored login."""
+    from clients.desktop.app import main as desktop
+
+    environ = {**ctx.environ, "TINYLLAMA_URL": ctx.args.url}
+    if ctx.args.token:
+        environ["TINYLLAMA_TOKEN"] = ctx.args.token
+    return desktop(environ)
 
 
 def _registry(rest: list[str]) -> int:

@@ -1,0 +1,1 @@
+"""Controllers: turn user actions and timers into backend calls and state changes."""
