@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sys
 
 from services.gateway.http.app import create_app
@@ -73,3 +74,28 @@ async def test_infer_stream_names_its_job_and_ends_the_line(
     assert "failed: no worker ran the job before its deadline" in err
     assert "tinyllama: job " in err  # named, so it can be looked up
     assert out.endswith("\n")
+
+
+async def test_the_token_command_needs_no_login_extras(tmp_path):
+    """``tinyllama token`` runs where authlib, keyring and requests are absent (the gateway
+    image mints dev tokens with it): signing in imports them only when it is used."""
+    script = (
+        "import sys\n"
+        "for name in ('authlib', 'keyring', 'requests', 'openai', 'tkinter'):\n"
+        "    sys.modules[name] = None\n"
+        "import runpy\n"
+        "sys.argv = ['tinyllama', 'token', '--sub', 'image']\n"
+        "runpy.run_module('clients.cli', run_name='__main__')\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        cwd=ROOT,
+        env={**os.environ, "TINYLLAMA_DEV_KEYS": str(tmp_path / "keys"), "TINYLLAMA_ENV": "local"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert out.decode().count(".") == 2  # one JWT

@@ -13,15 +13,34 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from authlib.common.security import generate_token
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.requests_client import OAuth2Session
-from authlib.oauth2.rfc6749.errors import OAuth2Error
-
 from clients.auth.config import LoginConfig, LoginError
 from clients.auth.store import Tokens, TokenStore
 
-REFUSED = (OAuth2Error, OAuthError)  # authlib's core and its requests client raise these
+# authlib is imported on first use: only signing in needs it. `tinyllama token` must run
+# where the login extras are not installed (the gateway image mints dev tokens with it).
+
+
+def oauth_session(*args: Any, **kwargs: Any) -> Any:
+    """authlib's requests-based OAuth 2.0 session."""
+    from authlib.integrations.requests_client import OAuth2Session as Session
+
+    return Session(*args, **kwargs)
+
+
+def generate_token(length: int) -> str:
+    """A random URL-safe string (authlib's, as its PKCE helpers expect)."""
+    from authlib.common.security import generate_token as generate
+
+    return generate(length)
+
+
+def refused() -> tuple[type[Exception], ...]:
+    """What authlib's core and its requests client raise for a refused grant."""
+    from authlib.integrations.base_client import OAuthError
+    from authlib.oauth2.rfc6749.errors import OAuth2Error
+
+    return (OAuth2Error, OAuthError)
+
 
 REFRESH_LEEWAY_S = 60.0  # refresh this long before the access token expires
 PAGE = b"<html><body><h1>tinyllama: logged in</h1>You can close this window.</body></html>"
@@ -82,7 +101,7 @@ def login_pkce(
     waiter = threading.Thread(target=_serve_until_callback, args=(server, timeout_s), daemon=True)
     waiter.start()
     try:
-        session = OAuth2Session(
+        session = oauth_session(
             config.client_id,
             scope=" ".join(config.scopes),
             redirect_uri=config.redirect_uri,
@@ -103,7 +122,7 @@ def login_pkce(
         raise LoginError("login answer does not match this login (state differs): try again")
     try:
         token = session.fetch_token(config.token_url, code=query["code"], code_verifier=verifier)
-    except REFUSED as exc:
+    except refused() as exc:
         raise LoginError(f"the token endpoint refused the code: {exc.error}") from None
     return _tokens(token, kind="cognito", env=env)
 
@@ -119,10 +138,10 @@ def refresh(config: LoginConfig, tokens: Tokens) -> Tokens:
     """New access token from the refresh token (Cognito keeps the refresh token the same)."""
     if not tokens.refresh_token:
         raise LoginError("this login cannot refresh itself: run `tinyllama login` again")
-    session = OAuth2Session(config.client_id, scope=" ".join(config.scopes))
+    session = oauth_session(config.client_id, scope=" ".join(config.scopes))
     try:
         token = session.refresh_token(config.token_url, refresh_token=tokens.refresh_token)
-    except REFUSED as exc:
+    except refused() as exc:
         raise LoginError(f"login expired ({exc.error}): run `tinyllama login` again") from None
     return _tokens(token, kind=tokens.kind, env=tokens.env, refresh_token=tokens.refresh_token)
 
@@ -133,14 +152,14 @@ def login_machine(config: LoginConfig, *, env: str) -> Tokens:
         raise LoginError(
             "machine login needs TINYLLAMA_COGNITO_MACHINE_CLIENT_ID and TINYLLAMA_CLIENT_SECRET"
         )
-    session = OAuth2Session(
+    session = oauth_session(
         config.machine_client_id,
         config.client_secret,
         scope=" ".join(s for s in config.scopes if s != "openid"),
     )
     try:
         token = session.fetch_token(config.token_url, grant_type="client_credentials")
-    except REFUSED as exc:
+    except refused() as exc:
         raise LoginError(f"the token endpoint refused the client: {exc.error}") from None
     return _tokens(token, kind="machine", env=env)
 
@@ -160,7 +179,7 @@ def logout(config: LoginConfig | None, store: TokenStore) -> bool:
     store.clear()
     if tokens is None or not tokens.refresh_token or config is None:
         return tokens is not None
-    session = OAuth2Session(config.client_id)
+    session = oauth_session(config.client_id)
     response = session.revoke_token(
         config.revoke_url, tokens.refresh_token, token_type_hint="refresh_token"
     )
