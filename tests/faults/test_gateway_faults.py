@@ -164,6 +164,37 @@ async def test_slowloris_connections_are_closed_after_the_header_timeout(start_g
     assert reply.startswith(b"HTTP/1.1 200")
 
 
+async def test_a_long_stream_outlives_the_header_timeout(start_gateway, make_token):
+    """A stream whose body came in its own packet is not cut by the header timeout.
+
+    Guards the fix for a race seen in CI (a body's bytes that arrive before aiohttp
+    starts the handler started the header clock, and a 10 s stream was cut); this
+    test does not force that race, it pins the behaviour around it.
+    """
+    gateway = await start_gateway(TINYLLAMA_HEADER_TIMEOUT="1")
+    body = b'{"prompt": "no worker: this job waits"}'
+    head = (
+        "POST /infer?mode=stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {make_token('patient')}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    sock.sendall(head.encode())
+    await asyncio.sleep(0.2)
+    sock.sendall(body)  # the body on its own, after the headers
+    received = b""
+    deadline = time.monotonic() + 3.5  # past the 1 s header timeout, and some
+    while time.monotonic() < deadline:
+        chunk = await asyncio.to_thread(sock.recv, 4096)
+        if not chunk:
+            break
+        received += chunk
+    still_open = not _closed(sock)
+    sock.close()
+    assert received.startswith(b"HTTP/1.1 200")
+    assert received.count(b": ping") >= 2  # the stream's keep-alive comments kept coming
+    assert still_open
+
+
 async def test_a_slow_body_is_a_408(start_gateway, make_token):
     """A body that never finishes arriving is answered 408 after the body timeout."""
     gateway = await start_gateway(TINYLLAMA_BODY_TIMEOUT="1")

@@ -36,21 +36,28 @@ class GuardedRequestHandler(RequestHandler):
         self._header_timeout_s = header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
         self._armed_at_count = 0
+        self._answered = 0  # requests whose handling has ended
 
     def data_received(self, data: bytes) -> None:
-        """Parse as aiohttp does; start the clock on a request's first byte, stop it when whole."""
+        """Parse as aiohttp does; start the clock on a request's first byte, stop it when whole.
+
+        Only bytes that arrive while no request is in flight start it: a request's body,
+        and anything sent while its (long, streamed) response goes out, never do.
+        """
         before = self._request_count
         super().data_received(data)
         if self._request_count > before:
             self._disarm()
-        elif (
-            data
-            and self._header_timer is None
-            and self._current_request is None
-            and not self._messages
-        ):
+        elif data and self._header_timer is None and self._request_count == self._answered:
             self._armed_at_count = self._request_count
             self._header_timer = self._loop.call_later(self._header_timeout_s, self._too_slow)
+
+    async def _handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """aiohttp's request handling, counted: the connection is idle once it returns."""
+        try:
+            return await super()._handle_request(*args, **kwargs)
+        finally:
+            self._answered += 1
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
@@ -61,8 +68,7 @@ class GuardedRequestHandler(RequestHandler):
         self._header_timer = None
         if self._request_count == self._armed_at_count and self.transport is not None:
             log.info("closed a connection whose request headers took too long")
-            self.force_close()
-            self.transport.close()
+            self.force_close()  # closes the transport too
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """Stop the header clock with the connection."""
