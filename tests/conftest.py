@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import io
 import os
 import shutil
 import uuid
@@ -34,6 +36,27 @@ from tests.support import (
 )
 
 TEST_DB = 15
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A test that hits pytest-timeout also shows every pending asyncio task's stack.
+
+    pytest-timeout dumps threads only; a hung async test sits in the selector, and
+    the task that waits forever is what one needs to see.
+    """
+    outcome = yield
+    if call.excinfo is not None and "from pytest-timeout" in str(call.excinfo.value):
+        outcome.get_result().sections.append(("asyncio tasks at the timeout", _pending_tasks()))
+
+
+def _pending_tasks() -> str:
+    buffer = io.StringIO()
+    for task in list(getattr(asyncio.tasks, "_all_tasks", ())):
+        if not task.done():
+            buffer.write(f"{task!r}\n")
+            task.print_stack(limit=12, file=buffer)
+    return buffer.getvalue() or "(none)"
 
 
 @pytest.fixture(scope="session", autouse=True)

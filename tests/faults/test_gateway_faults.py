@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import time
 
@@ -310,3 +311,28 @@ async def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
     ):
         await response.read()
         return response.status
+
+
+async def test_sigterm_ends_open_streams_at_once_with_a_resumable_event(start_gateway, make_token):
+    """SIGTERM with streams open: each ends within seconds saying how to resume; exit 0."""
+    gateway = await start_gateway(TINYLLAMA_JOB_DEADLINE="300")
+    headers = _auth(make_token("deployer"))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        native, openai = await _open_streams(session, gateway.url, headers)
+        await asyncio.sleep(0.5)  # both are following their (queued) jobs now
+        started = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        native_events, openai_events = await asyncio.gather(
+            read_stream(native), read_stream(openai)
+        )
+        ended_in = time.monotonic() - started
+    assert native_events[-1][0] == "error"
+    final = json.loads(native_events[-1][1])
+    assert final["code"] == "unavailable"
+    assert "shutting down" in final["message"]
+    assert "GET /jobs/" in final["message"]
+    assert "shutting down" in json.loads(openai_events[-2][1])["error"]["message"]
+    assert openai_events[-1][1] == "[DONE]"
+    assert ended_in < 10  # not the 60 s shutdown timeout
+    assert gateway.process.wait(timeout=20) == 0
+    assert tracebacks(gateway.output()) == []

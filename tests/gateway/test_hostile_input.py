@@ -153,7 +153,7 @@ async def test_one_caller_cannot_hold_unbounded_streams(
     )
     assert refused.status == 429
     assert other.status == 200
-    for response in [*opened, other]:
+    for response in [*opened, refused, other]:
         response.close()
 
 

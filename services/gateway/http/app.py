@@ -118,6 +118,7 @@ def create_app(
     app[BACKEND] = fleet_backend or NoFleet()
     app[openapi.DOCUMENT] = {}
     app.cleanup_ctx.append(_resources)
+    app.on_shutdown.append(_end_streams)
     for table in route_tables():
         app.add_routes(table)
     return app
@@ -224,6 +225,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await backend.close()
         await session.close()
         await redis.aclose()
+
+
+async def _end_streams(app: web.Application) -> None:
+    """Shutdown begins: streams end with a resumable event, before connections are drained."""
+    state = app.get(STATE)
+    if state is not None:
+        state.jobs.end_streams()
 
 
 async def _reap_forever(store: JobStore, *, period_s: float) -> None:

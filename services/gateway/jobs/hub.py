@@ -94,6 +94,7 @@ class EventHub:
         self._waking = False
         self._changed = asyncio.Event()
         self._wakers: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @property
     def followers(self) -> int:
@@ -117,7 +118,19 @@ class EventHub:
         finally:
             self._remove(follower)
 
+    def close(self) -> None:
+        """The server is shutting down: every follower is told now, and no new one may join.
+
+        A stream then ends at once with an event its client can act on (the job goes
+        on: ``GET /jobs/{id}``) instead of being held open until the server's shutdown
+        timeout cuts it mid-response.
+        """
+        self._closed = True
+        self._lose_all(reason="the server is shutting down")
+
     def _add(self, job_id: str, *, subject: str | None, after: str) -> _Follower:
+        if self._closed:
+            raise HubLost("the server is shutting down")
         if subject is not None:
             streams = sum(1 for f in self._followers.get(job_id, ()) if f.subject is not None)
             if self._max_per_job and streams >= self._max_per_job:
@@ -217,10 +230,10 @@ class EventHub:
                 follower.cursor = fresh[-1][0]
                 follower.inbox.put_nowait(fresh)
 
-    def _lose_all(self) -> None:
+    def _lose_all(self, *, reason: str = "lost contact with the queue") -> None:
         for group in self._followers.values():
             for follower in group:
-                follower.inbox.put_nowait(HubLost("lost contact with the queue"))
+                follower.inbox.put_nowait(HubLost(reason))
 
 
 class Inbox:

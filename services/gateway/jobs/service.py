@@ -52,11 +52,11 @@ CANCEL_WAIT_S = 5.0
 TIMED_OUT = ErrorEvent(code="timeout", message="the job did not finish in time", status="failed")
 
 
-def _lost(job_id: str, *, status: JobStatus) -> ErrorEvent:
+def _lost(job_id: str, *, status: JobStatus, reason: str) -> ErrorEvent:
     """The last event of a stream that lost the queue: the job may still finish."""
     return ErrorEvent(
         code="unavailable",
-        message=f"lost contact with the queue; the job may still finish: GET /jobs/{job_id}",
+        message=f"{reason}; the job may still finish: GET /jobs/{job_id}",
         status=status,
     )
 
@@ -312,9 +312,10 @@ class JobService:
                         checked = time.monotonic()
                         if not await self.store.exists(job_id):
                             raise HubLost("the job is gone from the queue")
-                except (HubLost, RedisError, OSError):
+                except (HubLost, RedisError, OSError) as exc:
                     finished = True  # not cancelled: it may still finish; GET /jobs/{id}
-                    yield _lost(job_id, status=status)
+                    reason = str(exc) if isinstance(exc, HubLost) else "lost contact with the queue"
+                    yield _lost(job_id, status=status, reason=reason)
                     return
                 for _, event in batch:
                     if isinstance(event, TokenEvent):
@@ -337,6 +338,10 @@ class JobService:
         finally:
             if not finished:
                 await asyncio.shield(self._abandon(job_id))
+
+    def end_streams(self) -> None:
+        """Shutdown: open streams end now, each telling its client how to resume."""
+        self._hub.close()
 
     async def _abandon(self, job_id: str) -> None:
         with contextlib.suppress(Exception):
