@@ -46,11 +46,16 @@ class RequestTooLarge(EngineError):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Sampling:
-    """Per-request sampling; ``temperature == 0`` means greedy."""
+    """Per-request sampling; ``temperature == 0`` means greedy.
+
+    ``seed`` makes a sampled request reproducible on the static engine; the
+    transformers backend samples with one generator per batch and ignores it.
+    """
 
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    seed: int | None = None
 
     def processor_kwargs(self, *, vocab_size: int) -> dict[str, Any]:
         """The manager's per-request processor arguments (floats must be floats)."""
