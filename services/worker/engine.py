@@ -20,11 +20,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.worker.loading import LoadedModel
 from services.worker.metrics import WorkerMetrics
 from services.worker.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from services.worker.backends import ServingEngine
 
 log = logging.getLogger("tinyllama.worker.engine")
 
@@ -276,7 +279,9 @@ class Engine:
                     manager.output_router.result_handlers.pop(request_id, None)
 
 
-def measure_rate(engine: Engine, *, since: tuple[float, int]) -> tuple[float, tuple[float, int]]:
+def measure_rate(
+    engine: ServingEngine, *, since: tuple[float, int]
+) -> tuple[float, tuple[float, int]]:
     """Tokens per second since the last sample, and the new sample."""
     now = time.monotonic()
     then, tokens = since
