@@ -256,12 +256,20 @@ class StaticEngine:
                 )
             )
             while True:
-                item = await flight.queue.get()
-                if item is _CANCELLED:
-                    return
-                if isinstance(item, EngineError):
-                    raise item
-                tokens, finished = item
+                items = [await flight.queue.get()]
+                # Steps the caller fell behind on leave as one delta: the event loop then
+                # pays its per-delta work (decode, publish) once, not once per step.
+                while not flight.queue.empty():
+                    items.append(flight.queue.get_nowait())
+                tokens: list[int] = []
+                finished = False
+                for item in items:
+                    if item is _CANCELLED:
+                        return
+                    if isinstance(item, EngineError):
+                        raise item
+                    tokens.extend(item[0])
+                    finished = finished or item[1]
                 self._tokens_done += len(tokens)
                 yield tokens
                 if finished:
