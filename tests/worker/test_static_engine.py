@@ -211,3 +211,16 @@ async def test_a_failed_step_fails_its_requests_and_the_watchdog_rebuilds(
         assert await _collect(static_engine, "after", ids, 4)
     finally:
         watchdog.cancel()
+
+
+def test_auto_serves_llama_with_the_static_engine_and_reports_a_slot_as_context(
+    loaded_model, engine_settings
+):
+    """The demo Llama gets StaticEngine; heartbeats say one slot (4096 / 8) is the context."""
+    from services.worker.backends import build_engine
+    from services.worker.heartbeat import context_length
+
+    engine = build_engine(loaded=loaded_model, settings=engine_settings)
+    assert isinstance(engine, StaticEngine)
+    assert engine.cache_tokens == 512
+    assert context_length(engine) == 512

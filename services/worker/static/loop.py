@@ -92,6 +92,7 @@ class GenerationLoop:
         except Exception as exc:  # a failed step ends the loop; the watchdog rebuilds it
             log.exception("generation step failed")
             self.fatal_error = exc
+            self._stopping.set()  # not running from now on: new requests are refused
             dropped = self.scheduler.drop_all()
             self.fail([s.request_id for s in dropped], exc)
 
