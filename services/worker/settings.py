@@ -31,7 +31,7 @@ class WorkerSettings:
     cache_dir: Path = Path.home() / ".cache" / "tinyllama"
     max_batch: int = 32  # concurrent sequences; ARQ's max_jobs is matched to it
     max_batch_tokens: int = 512  # tokens per forward pass (chunked prefill)
-    cache_tokens: int = 32_768  # KV cache size, in tokens, shared by all sequences
+    cache_tokens: int = 32_768  # KV cache, in tokens, for all sequences (static: max_batch slots)
     block_size: int = 32  # KV cache page size, in tokens
     cuda_graphs: str = "auto"  # auto (on for CUDA) | on | off
     engine: str = "auto"  # auto (static for Llama, else transformers) | static | transformers

@@ -68,15 +68,22 @@ async def _staggered(engine, prompts: list[list[int]], n: int) -> list[list[int]
     return outputs
 
 
+@pytest.mark.parametrize("prefill_tokens", [256, 5], ids=["whole-prompts", "5-token-chunks"])
 async def test_greedy_equals_generate_alone_and_with_eight_joining_mid_flight(
-    static_engine, loaded_model
+    loaded_model, engine_settings, prefill_tokens
 ):
     """Batch 1, then 8 requests of different lengths joining at different steps: all exact."""
     tok, model = loaded_model.tokenizer, loaded_model.model
     prompts = [tok(p)["input_ids"] for p in PROMPTS]
     expected = [_reference(model, ids, 20) for ids in prompts]
-    assert await _collect(static_engine, "alone", prompts[1], 20) == expected[1]
-    assert await _staggered(static_engine, prompts, 20) == expected
+    settings = dataclasses.replace(engine_settings, max_batch_tokens=prefill_tokens)
+    engine = StaticEngine(loaded=loaded_model, settings=settings)
+    await engine.start()
+    try:
+        assert await _collect(engine, "alone", prompts[1], 20) == expected[1]
+        assert await _staggered(engine, prompts, 20) == expected
+    finally:
+        await engine.stop()
 
 
 async def test_smollm2_greedy_equals_generate(smollm2_model_path, engine_settings):
