@@ -60,7 +60,10 @@ def choose_backend(*, model: Any, setting: str) -> str:
     if reason is None:
         return "static"
     if setting == "static":
-        raise UnsupportedModel(f"TINYLLAMA_ENGINE=static cannot serve this model: {reason}")
+        raise UnsupportedModel(
+            f"TINYLLAMA_ENGINE=static cannot serve this model: {reason} "
+            "(TINYLLAMA_ENGINE=auto or transformers serves it with transformers' batching)"
+        )
     log.info("serving with transformers' batching: %s", reason)
     return "transformers"
 

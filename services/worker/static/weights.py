@@ -22,11 +22,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from services.worker.loading import ModelLoadError
+
 _GROWING_ROPE = ("dynamic", "longrope")  # inv_freq recomputed per sequence length
 
 
-class UnsupportedModel(Exception):
-    """The model is not a Llama our static engine can serve; the message says why."""
+class UnsupportedModel(ModelLoadError):
+    """The model is not a Llama our static engine can serve; the message says why.
+
+    A ``ModelLoadError``, so ``python -m services.worker`` exits with the message.
+    """
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
