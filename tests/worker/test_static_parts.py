@@ -227,3 +227,28 @@ def test_decoder_runs_eagerly_without_cuda():
     assert decoder.buckets(rows=3, longest=70) == (4, 128)
     logits = decoder.decode([1, 2, 3, 4], [0, 0, 0, 128], kv_len=64)
     assert logits.shape == (4, 96)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graphed_decode_equals_eager_decode():
+    """On a GPU, every captured bucket replays to the logits the eager step computes."""
+    model = _llama().to("cuda")
+    weights = extract_weights(model)
+    cache = KVCache(
+        layers=len(weights.layers),
+        slots=4,
+        kv_heads=weights.kv_heads,
+        slot_len=128,
+        head_dim=weights.head_dim,
+        dtype=weights.dtype,
+        device="cuda",
+    )
+    decoder = Decoder(Step(weights=weights, cache=cache), use_graphs=True)
+    decoder.capture()
+    assert set(decoder.graphs) == {(b, k) for b in (1, 2, 4) for k in (64, 128)}
+    tokens, positions = [3, 5, 7, 9], [0, 1, 2, 128]
+    graphed = decoder.decode(tokens, positions, kv_len=64).clone()
+    eager = decoder.step.decode(
+        torch.tensor(tokens, device="cuda"), torch.tensor(positions, device="cuda"), kv_len=64
+    )
+    assert torch.allclose(graphed, eager, atol=1e-4)
