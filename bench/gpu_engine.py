@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""The worker's own batching engine (services/worker/engine.py) on a CUDA machine.
+"""The worker's engines (``TINYLLAMA_ENGINE=static`` and ``transformers``) on a CUDA machine.
 
 A TinyLlama-shaped model (hidden 2048, 22 layers, 32/4 heads, vocab 32000) with random
-bf16 weights, no network: output tokens/s and time to first token at concurrency 1, 32
-and 128 through ``Engine.stream``, with CUDA graphs off and on (same run, same device),
-greedy, fixed length. ``--tiny`` checks the script on a CPU.
+bf16 weights, no network: output tokens/s and time to first token (p50) at concurrency
+1, 32 and 128 through the engines' ``stream``, greedy, fixed length, each engine with
+CUDA graphs on (and, with ``--graphs-off``, off too), same run, same device. Batch-1
+decode is also given as a fraction of the bandwidth bound (device copy bandwidth /
+weight bytes per step). ``--tiny`` checks the script on a CPU (eager, float32).
 
-    python3 bench/gpu_engine.py            # CUDA
-    python3 bench/gpu_engine.py --tiny     # logic check on CPU
+    python3 bench/gpu_engine.py                          # CUDA, both engines
+    python3 bench/gpu_engine.py --engines static         # ours only
+    python3 bench/gpu_engine.py --tiny                   # logic check on CPU
 """
 
 from __future__ import annotations
@@ -90,11 +93,27 @@ async def _round(engine, *, n: int, prompt_len: int, new: int, seed: int) -> dic
     }
 
 
+def _copy_bandwidth() -> float:
+    """Device-to-device copy bytes per second (read + write), the decode roofline's input."""
+    import torch
+
+    src = torch.empty(1 << 29, dtype=torch.bfloat16, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(20):
+        dst.copy_(src)
+    end.record()
+    end.synchronize()
+    return 2 * src.nbytes * 20 / (start.elapsed_time(end) / 1e3)
+
+
 async def _run(args) -> dict:
     import torch
     import transformers
 
-    from services.worker.engine import Engine
+    from services.worker.backends import build_engine
     from services.worker.loading import LoadedModel
     from services.worker.settings import WorkerSettings
 
@@ -115,8 +134,16 @@ async def _run(args) -> dict:
         "runs": [],
     }
     levels = [int(x) for x in args.levels.split(",")]
-    for graphs in ("off", "on"):
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.parameters())
+    if device == "cuda":
+        out["copy_bandwidth_gb_s"] = round(_copy_bandwidth() / 1e9, 1)
+        out["bound_tok_s_batch1"] = round(out["copy_bandwidth_gb_s"] * 1e9 / weight_bytes, 1)
+    runs = [(engine, "on") for engine in args.engines.split(",")]
+    if args.graphs_off:
+        runs += [(engine, "off") for engine in args.engines.split(",")]
+    for engine_name, graphs in runs:
         settings = WorkerSettings(
+            engine=engine_name,
             device=device,
             dtype=dtype,
             cuda_graphs=graphs,
@@ -135,17 +162,19 @@ async def _run(args) -> dict:
             dtype=dtype,
             is_demo=False,
         )
-        engine = Engine(loaded=loaded, settings=settings)
+        engine = build_engine(loaded=loaded, settings=settings)
         t = time.perf_counter()
         await engine.start()
         await _round(engine, n=2, prompt_len=args.prompt, new=8, seed=99)  # warm-up
         setup = time.perf_counter() - t
         for n in levels:
             if time.perf_counter() - T0 > args.budget:
-                print(f"time budget reached: skipping graphs={graphs} n={n}", flush=True)
+                print(f"time budget reached: skipping {engine_name} n={n}", flush=True)
                 continue
             row = await _round(engine, n=n, prompt_len=args.prompt, new=args.new, seed=n)
-            row.update({"cuda_graphs": graphs, "setup_s": round(setup, 1)})
+            row.update({"engine": engine_name, "cuda_graphs": graphs, "setup_s": round(setup, 1)})
+            if n == 1 and "bound_tok_s_batch1" in out:
+                row["of_bound"] = round(row["tok_s"] / out["bound_tok_s_batch1"], 3)
             print(json.dumps(row), flush=True)
             out["runs"].append(row)
         await engine.stop()
@@ -163,6 +192,8 @@ def main() -> int:
     p.add_argument("--block-size", type=int, default=256)
     p.add_argument("--batch-tokens", type=int, default=2048)
     p.add_argument("--budget", type=float, default=240.0)
+    p.add_argument("--engines", default="static,transformers", help="TINYLLAMA_ENGINE values")
+    p.add_argument("--graphs-off", action="store_true", help="also run each engine without")
     args = p.parse_args()
     if args.tiny:
         args.levels, args.prompt, args.new, args.cache_tokens, args.block_size = (

@@ -1,5 +1,9 @@
 """``make bench-worker``: full-stack continuous batching against sequential ``generate``.
 
+Both engines (``TINYLLAMA_ENGINE=static`` and ``transformers``) in one run, each
+through its own fresh stack, against the same baseline passes; the table at
+the end puts them side by side (``--engines`` picks which).
+
 One run, on the CPU, on the offline demo model (a tiny random Llama: the
 engine's overheads show) or, with ``--model smollm2``, on SmolLM2-135M-Instruct
 (a real model, converted once into ``--cache-dir``):
@@ -156,14 +160,15 @@ def run_engine_only(
     worker_environ: dict[str, str],
     name: str = "demo",
 ) -> dict[str, Any]:
-    """Reference: the worker's own ``Engine`` in this process, no queue, no HTTP.
+    """Reference: the worker's own engine in this process, no queue, no HTTP.
 
     Same settings as the worker process gets; shows what the stack costs on top.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from services.worker.engine import Engine, Sampling
+    from services.worker.backends import ServingEngine, build_engine
+    from services.worker.engine import Sampling
     from services.worker.loading import LoadedModel
     from services.worker.settings import load_settings
 
@@ -176,7 +181,7 @@ def run_engine_only(
     )
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
 
-    async def one(engine: Engine, rid: str, ids: list[int]) -> tuple[int, float]:
+    async def one(engine: ServingEngine, rid: str, ids: list[int]) -> tuple[int, float]:
         sent, first, count = time.perf_counter(), 0.0, 0
         async for new in engine.stream(rid, ids, max_new_tokens=new_tokens, sampling=Sampling()):
             first = first or time.perf_counter()
@@ -184,7 +189,7 @@ def run_engine_only(
         return count, first - sent
 
     async def main() -> list[dict[str, float]]:
-        engine = Engine(loaded=loaded, settings=settings)
+        engine = build_engine(loaded=loaded, settings=settings)
         await engine.start()
         results = []
         try:
@@ -323,6 +328,8 @@ def start_stack(
         "TINYLLAMA_JWT_CLIENT_IDS": DEV_CLIENT_ID,
         "TINYLLAMA_RATE_LIMIT": "100000",
         "TINYLLAMA_MAX_QUEUE_DEPTH": "1024",
+        # One bench caller holds every stream of the batch (the default allows 16).
+        "TINYLLAMA_MAX_STREAMS_PER_SUBJECT": "1024",
     }
     stack.worker_env = {k: v for k, v in worker_env.items() if k.startswith("TINYLLAMA_")}
     logs_dir = work_dir / "logs"
@@ -802,7 +809,7 @@ def print_table(report: dict[str, Any]) -> None:
             "best of rounds " + ", ".join(f"{r:.0f}" for r in stack["tokens_per_s_rounds"]),
         ),
         (
-            "reference: Engine in-process",
+            "reference: engine in-process",
             "-" if engine is None else f"{max(engine['tokens_per_s_rounds']):.1f} tok/s",
             "skipped"
             if engine is None
@@ -922,6 +929,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--worker-cmd",
         help="run this instead of 'python -m services.worker' (to try a patched worker)",
     )
+    parser.add_argument(
+        "--engines",
+        type=lambda v: [e.strip() for e in v.split(",") if e.strip()],
+        default=["static", "transformers"],
+        help="comma-separated TINYLLAMA_ENGINE values to measure, each on its own stack",
+    )
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "bench")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "worker.json")
     parser.add_argument("--ready-timeout", type=float, default=120.0)
@@ -929,11 +942,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.max_batch < args.requests + 1:
         parser.error("--max-batch must leave a slot for the late request (>= requests + 1)")
+    unknown = [e for e in args.engines if e not in ("auto", "static", "transformers")]
+    if unknown or not args.engines:
+        parser.error(f"--engines takes auto, static, transformers; got {unknown or 'none'}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Baseline, then the stack; always stop what was started."""
+    """Baseline, then a stack per engine, then the baseline again; always stop what started."""
     args = parse_args(argv)
     extra_env = {}
     for item in args.worker_env:
@@ -957,14 +973,55 @@ def main(argv: list[str] | None = None) -> int:
     passes = [run_baseline(model_path, prompts, new_tokens=args.new_tokens)]
     say(f"baseline: {passes[0]['tokens_per_s']:.1f} tok/s in {passes[0]['wall_s']:.1f} s")
 
+    measured_by_engine: dict[str, tuple[dict[str, Any], Stack, dict[str, Any] | None]] = {}
+    for engine in args.engines:
+        worker_extra = {"TINYLLAMA_ENGINE": engine, **extra_env}
+        try:
+            measured_by_engine[engine] = run_engine(args, engine, model_path, prompts, worker_extra)
+        except KeyboardInterrupt:
+            say("interrupted: stopping the stack")
+            return 130
+
+    if args.baseline_passes > 1:
+        # Again with the stacks gone: on a shared machine, load comes and goes.
+        say("baseline pass 2 (after the stacks stopped)")
+        passes.append(run_baseline(model_path, prompts, new_tokens=args.new_tokens))
+        say(f"baseline: {passes[1]['tokens_per_s']:.1f} tok/s in {passes[1]['wall_s']:.1f} s")
+    baseline = combine_baseline(passes)
+    reports = {}
+    for engine, (measured, stack, engine_only) in measured_by_engine.items():
+        measured["loadavg_start"] = loadavg_start
+        report = summarize(args, baseline, measured, stack)
+        report["engine_only"] = engine_only
+        report["machine"]["bench_wall_s"] = time.perf_counter() - started
+        reports[engine] = report
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    document = {"engines": reports, "baseline": next(iter(reports.values()))["baseline"]}
+    args.json.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+    for engine, report in reports.items():
+        print(f"\n== TINYLLAMA_ENGINE={engine} ==")
+        print_table(report)
+    print_side_by_side(reports)
+    print(f"JSON: {args.json}  (whole bench {time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def run_engine(
+    args: argparse.Namespace,
+    engine: str,
+    model_path: Path,
+    prompts: list[str],
+    worker_extra: dict[str, str],
+) -> tuple[dict[str, Any], Stack, dict[str, Any] | None]:
+    """One engine: in-process reference, then a fresh stack measured; always stopped."""
     engine_only = None
     if args.engine_rounds > 0:
-        say(f"reference: the worker's Engine in this process, {args.engine_rounds} rounds")
+        say(f"[{engine}] reference: the engine in this process, {args.engine_rounds} rounds")
         environ = {
             "TINYLLAMA_THREADS": "1",
             "TINYLLAMA_DEVICE": "cpu",
             "TINYLLAMA_MAX_BATCH": str(args.max_batch),
-            **extra_env,
+            **worker_extra,
         }
         engine_only = run_engine_only(
             model_path,
@@ -974,23 +1031,19 @@ def main(argv: list[str] | None = None) -> int:
             worker_environ=environ,
             name=args.model,
         )
-        say(f"engine only: {engine_only['tokens_per_s_median']:.1f} tok/s")
-
+        say(f"[{engine}] engine only: {engine_only['tokens_per_s_median']:.1f} tok/s")
     stack = Stack()
     try:
-        say("starting redis, worker and gateway")
+        say(f"[{engine}] starting redis, worker and gateway")
         start_stack(
             stack,
             model_path=model_path,
             work_dir=args.cache_dir,
             max_batch=args.max_batch,
-            extra_worker_env=extra_env,
+            extra_worker_env=worker_extra,
             worker_cmd=shlex.split(args.worker_cmd) if args.worker_cmd else None,
         )
         measured = asyncio.run(measure(args, stack, prompts))
-    except KeyboardInterrupt:
-        say("interrupted: stopping the stack")
-        return 130
     except Exception:
         for name in ("worker", "gateway"):
             if stack.tail(name):
@@ -998,22 +1051,42 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         stack.stop()
+    return measured, stack, engine_only
 
-    if args.baseline_passes > 1:
-        # Again with the stack gone: on a shared machine, load comes and goes.
-        say("baseline pass 2 (after the stack stopped)")
-        passes.append(run_baseline(model_path, prompts, new_tokens=args.new_tokens))
-        say(f"baseline: {passes[1]['tokens_per_s']:.1f} tok/s in {passes[1]['wall_s']:.1f} s")
-    baseline = combine_baseline(passes)
-    measured["loadavg_start"] = loadavg_start
-    report = summarize(args, baseline, measured, stack)
-    report["engine_only"] = engine_only
-    report["machine"]["bench_wall_s"] = time.perf_counter() - started
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    print_table(report)
-    print(f"JSON: {args.json}  (whole bench {report['machine']['bench_wall_s']:.0f} s)")
-    return 0
+
+def print_side_by_side(reports: dict[str, dict[str, Any]]) -> None:
+    """The engines' headline numbers in one table (same baseline, same run)."""
+    names = list(reports)
+    rows: list[tuple[str, ...]] = [("", *names)]
+
+    def add(label: str, value: Any) -> None:
+        rows.append((label, *(value(reports[n]) for n in names)))
+
+    add("full stack tok/s (best)", lambda r: f"{r['stack']['tokens_per_s_best']:.0f}")
+    add("full stack / sequential generate", lambda r: f"{r['result']['speedup']:.2f}x")
+    add("median / median", lambda r: f"{r['result']['speedup_median']:.2f}x")
+    add(
+        "engine in-process tok/s",
+        lambda r: (
+            "-"
+            if r["engine_only"] is None
+            else f"{max(r['engine_only']['tokens_per_s_rounds']):.0f}"
+        ),
+    )
+    add("lone TTFT idle (ms)", lambda r: _ms(r["ttft"]["idle_median_s"]))
+    add("lone TTFT during batch (ms)", lambda r: _ms(r["ttft"]["late_median_s"]))
+    add("greedy text = baseline", lambda r: r["stack"]["greedy_text_matches_baseline"])
+    add(
+        f"target >= {TARGET_SPEEDUP:g}x",
+        lambda r: "PASS" if r["result"]["speedup_ok"] else "FAIL",
+    )
+    base = next(iter(reports.values()))["baseline"]
+    print(f"\nside by side (baseline: sequential generate, {base['tokens_per_s']:.1f} tok/s)")
+    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        values = (c.rjust(w) for c, w in zip(row[1:], width[1:], strict=True))
+        cells = [row[0].ljust(width[0]), *values]
+        print("  " + " | ".join(cells))
 
 
 def _json_default(value: Any) -> Any:

@@ -82,7 +82,9 @@ def worker_env(*, redis_url: str, model_path: Path, cache_dir: Path, **overrides
             "TINYLLAMA_THREADS": "1",
             "TINYLLAMA_HEARTBEAT": "0.5",
             "TINYLLAMA_METRICS_PORT": "0",
-            "TINYLLAMA_CACHE_TOKENS": "8192",
+            # The static engine gives each of the 32 slots CACHE_TOKENS / 32 tokens: 2048 is
+            # the demo model's whole context, as the gateway tests expect (34 MB of cache).
+            "TINYLLAMA_CACHE_TOKENS": "65536",
             "TINYLLAMA_LOG_LEVEL": os.environ.get("TINYLLAMA_TEST_WORKER_LOG_LEVEL", "WARNING"),
             "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",

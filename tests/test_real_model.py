@@ -19,7 +19,8 @@ QUESTION = "What is the capital of France? Answer briefly."
 @pytest.fixture(scope="module")
 def worker(worker_factory, smollm2_model_path):
     """One real worker process on ``smollm2``, converted beforehand into the test cache."""
-    return worker_factory(TINYLLAMA_MODEL="smollm2")
+    # 256 tokens per slot (32 slots), 380 MB of float32 cache: room for these short chats.
+    return worker_factory(TINYLLAMA_MODEL="smollm2", TINYLLAMA_CACHE_TOKENS="8192")
 
 
 @pytest.fixture

@@ -20,11 +20,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.worker.loading import LoadedModel
 from services.worker.metrics import WorkerMetrics
 from services.worker.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from services.worker.backends import ServingEngine
 
 log = logging.getLogger("tinyllama.worker.engine")
 
@@ -46,11 +49,16 @@ class RequestTooLarge(EngineError):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Sampling:
-    """Per-request sampling; ``temperature == 0`` means greedy."""
+    """Per-request sampling; ``temperature == 0`` means greedy.
+
+    ``seed`` makes a sampled request reproducible on the static engine; the
+    transformers backend samples with one generator per batch and ignores it.
+    """
 
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    seed: int | None = None
 
     def processor_kwargs(self, *, vocab_size: int) -> dict[str, Any]:
         """The manager's per-request processor arguments (floats must be floats)."""
@@ -271,7 +279,9 @@ class Engine:
                     manager.output_router.result_handlers.pop(request_id, None)
 
 
-def measure_rate(engine: Engine, *, since: tuple[float, int]) -> tuple[float, tuple[float, int]]:
+def measure_rate(
+    engine: ServingEngine, *, since: tuple[float, int]
+) -> tuple[float, tuple[float, int]]:
     """Tokens per second since the last sample, and the new sample."""
     now = time.monotonic()
     then, tokens = since

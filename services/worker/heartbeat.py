@@ -15,7 +15,8 @@ from services.protocol.aws import aws_client
 from services.protocol.heartbeats import send_heartbeat
 from services.protocol.messages import Heartbeat
 from services.protocol.telemetry import CLOUDWATCH_NAMESPACE, WORKER_HEARTBEAT, cloudwatch_datum
-from services.worker.engine import Engine, measure_rate
+from services.worker.backends import ServingEngine
+from services.worker.engine import measure_rate
 from services.worker.leases import Leases
 from services.worker.metering import add_gpu_seconds
 from services.worker.outage import Outage
@@ -24,12 +25,12 @@ from services.worker.settings import WorkerSettings
 log = logging.getLogger("tinyllama.worker.heartbeat")
 
 
-def context_length(engine: Engine) -> int:
+def context_length(engine: ServingEngine) -> int:
     """The most tokens (prompt plus new ones) one request can hold on this worker.
 
-    The model's context (``max_position_embeddings``), or the KV cache if it is smaller:
-    the two limits ``Engine.check_fits`` enforces, so the gateway can refuse at the door
-    what this worker would refuse anyway.
+    The model's context (``max_position_embeddings``), or the KV cache if it is smaller
+    (the static engine's ``cache_tokens`` is one slot): the two limits ``check_fits``
+    enforces, so the gateway can refuse at the door what this worker would refuse anyway.
     """
     return min(engine.max_context, engine.cache_tokens)
 
@@ -48,7 +49,7 @@ def max_token_chars(tokenizer: Any) -> int:
 
 
 def build_heartbeat(
-    *, engine: Engine, settings: WorkerSettings, ready: bool, rate: float
+    *, engine: ServingEngine, settings: WorkerSettings, ready: bool, rate: float
 ) -> Heartbeat:
     """The heartbeat this worker would send now."""
     return Heartbeat(
@@ -69,7 +70,7 @@ def build_heartbeat(
 async def run_heartbeats(
     redis: Redis,
     *,
-    engine: Engine,
+    engine: ServingEngine,
     settings: WorkerSettings,
     ready: asyncio.Event,
     leases: Leases,

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from services.protocol import names
 from services.protocol.heartbeats import withdraw
 from services.protocol.serializer import deserialize_job, serialize_job
-from services.worker.engine import Engine
+from services.worker.backends import ServingEngine, build_engine
 from services.worker.heartbeat import publish_heartbeat_metric, run_heartbeats
 from services.worker.leases import Leases
 from services.worker.loading import load_model
@@ -115,7 +115,7 @@ class BatchingWorker(Worker):
 
 
 def build_worker(
-    *, settings: WorkerSettings, engine: Engine, leases: Leases, writer: StreamWriter
+    *, settings: WorkerSettings, engine: ServingEngine, leases: Leases, writer: StreamWriter
 ) -> Worker:
     """An ARQ worker whose ``max_jobs`` is the engine's capacity, polling every few ms."""
 
@@ -170,7 +170,7 @@ async def serve(settings: WorkerSettings) -> None:
     loaded = await asyncio.to_thread(load_model, settings)
     metrics = WorkerMetrics()
     metrics.serve(settings.metrics_port, host=settings.metrics_host)
-    engine = Engine(loaded=loaded, settings=settings, metrics=metrics)
+    engine = build_engine(loaded=loaded, settings=settings, metrics=metrics)
     ready = asyncio.Event()
     leases = Leases(lease_s=settings.lease_s)
     redis = await create_pool(redis_settings(settings.redis_url))

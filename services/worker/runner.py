@@ -33,7 +33,8 @@ from services.protocol.messages import (
     Usage,
 )
 from services.protocol.serializer import decode_payload
-from services.worker.engine import Engine, EngineError, Sampling
+from services.worker.backends import ServingEngine
+from services.worker.engine import EngineError, Sampling
 from services.worker.leases import Leases
 from services.worker.metering import record_job
 from services.worker.outage import REDIS_DOWN, DeliveryFailed, retry_redis
@@ -73,7 +74,7 @@ async def run_job(
     ctx: dict[str, Any],
     payload: dict[str, Any],
     *,
-    engine: Engine,
+    engine: ServingEngine,
     leases: Leases,
     worker_id: str,
     ttl_s: int,
@@ -122,7 +123,7 @@ async def _run(
     redis: Redis,
     job: JobPayload,
     *,
-    engine: Engine,
+    engine: ServingEngine,
     worker_id: str,
     publisher: EventPublisher,
     job_try: int,
@@ -163,7 +164,12 @@ async def _run(
 
 
 async def _cancelled(
-    redis: Redis, job: JobPayload, *, engine: Engine, publisher: EventPublisher, started: float
+    redis: Redis,
+    job: JobPayload,
+    *,
+    engine: ServingEngine,
+    publisher: EventPublisher,
+    started: float,
 ) -> None:
     """Abort (DELETE /jobs/…, client gone) or shutdown? Only an abort ends the job here.
 
@@ -180,7 +186,12 @@ async def _cancelled(
 
 
 async def _finish_cancelled(
-    redis: Redis, job: JobPayload, *, engine: Engine, publisher: EventPublisher, started: float
+    redis: Redis,
+    job: JobPayload,
+    *,
+    engine: ServingEngine,
+    publisher: EventPublisher,
+    started: float,
 ) -> None:
     ids, _, _ = await publisher.previous_tokens()
     tokenizer = engine.loaded.tokenizer
@@ -202,7 +213,7 @@ async def _finish_cancelled(
 def _result(
     job: JobPayload,
     *,
-    engine: Engine,
+    engine: ServingEngine,
     text: str,
     finish: str,
     prompt_tokens: int,
@@ -230,7 +241,12 @@ def _result(
 
 
 async def _generate(
-    redis: Redis, job: JobPayload, *, engine: Engine, publisher: EventPublisher, started: float
+    redis: Redis,
+    job: JobPayload,
+    *,
+    engine: ServingEngine,
+    publisher: EventPublisher,
+    started: float,
 ) -> str:
     request = job.request
     tokenizer = engine.loaded.tokenizer
@@ -254,7 +270,10 @@ async def _generate(
     eos = tokenizer.eos_token_id
     if remaining > 0:
         sampling = Sampling(
-            temperature=request.temperature, top_p=request.top_p, top_k=request.top_k
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            seed=request.seed,
         )
         tokens = engine.stream(
             job.job_id, prompt_ids + done_ids, max_new_tokens=remaining, sampling=sampling
@@ -314,7 +333,7 @@ async def _meter(
     job: JobPayload,
     *,
     result: GenerateResult,
-    engine: Engine,
+    engine: ServingEngine,
     publisher: EventPublisher,
 ) -> None:
     """Count the job in its owner's usage: cancelled ones too, they used the GPU."""

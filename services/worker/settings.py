@@ -13,6 +13,7 @@ from services.protocol import names
 DEFAULT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 DEMO_MODEL = "demo"  # the tiny random model (tests, benchmarks): its answers are noise
 SMOLLM2_MODEL = "smollm2"  # SmolLM2-135M-Instruct from PyPI: the default when offline
+ENGINES = ("auto", "static", "transformers")  # TINYLLAMA_ENGINE
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,9 +31,10 @@ class WorkerSettings:
     cache_dir: Path = Path.home() / ".cache" / "tinyllama"
     max_batch: int = 32  # concurrent sequences; ARQ's max_jobs is matched to it
     max_batch_tokens: int = 512  # tokens per forward pass (chunked prefill)
-    cache_tokens: int = 32_768  # KV cache size, in tokens, shared by all sequences
+    cache_tokens: int = 32_768  # KV cache, in tokens, for all sequences (static: max_batch slots)
     block_size: int = 32  # KV cache page size, in tokens
     cuda_graphs: str = "auto"  # auto (on for CUDA) | on | off
+    engine: str = "auto"  # auto (static for Llama, else transformers) | static | transformers
     max_new_tokens: int = 2_048
     poll_delay_s: float = 0.005
     heartbeat_s: float = 2.0
@@ -77,6 +79,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
             "device": ("TINYLLAMA_DEVICE", str),
             "dtype": ("TINYLLAMA_DTYPE", str),
             "cuda_graphs": ("TINYLLAMA_CUDA_GRAPHS", str),
+            "engine": ("TINYLLAMA_ENGINE", str),
             "threads": ("TINYLLAMA_THREADS", int),
             "max_batch": ("TINYLLAMA_MAX_BATCH", int),
             "max_batch_tokens": ("TINYLLAMA_MAX_BATCH_TOKENS", int),
@@ -106,6 +109,10 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
         settings = dataclasses.replace(settings, worker_id=f"{socket.gethostname()}-{os.getpid()}")
     if settings.cuda_graphs not in ("auto", "on", "off"):
         raise ValueError("TINYLLAMA_CUDA_GRAPHS must be auto, on or off")
+    if settings.engine not in ENGINES:
+        raise ValueError(
+            f"TINYLLAMA_ENGINE must be one of {', '.join(ENGINES)}, not {settings.engine!r}"
+        )
     if settings.lease_s <= settings.heartbeat_s:
         raise ValueError("TINYLLAMA_LEASE must be longer than TINYLLAMA_HEARTBEAT (leases renew)")
     if settings.delivery_timeout_s <= 0:

@@ -35,12 +35,29 @@ def loaded_model(engine_settings):
     return load_model(engine_settings)
 
 
-@pytest.fixture
-async def engine(loaded_model, engine_settings):
-    """A started engine; always stopped (its thread would hang the process otherwise)."""
-    from services.worker.engine import Engine
+@pytest.fixture(params=["transformers", "static"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Engine tests run on both engines (``TINYLLAMA_ENGINE``)."""
+    return request.param
 
-    engine = Engine(loaded=loaded_model, settings=engine_settings)
+
+@pytest.fixture
+def make_engine(loaded_model, backend):
+    """Build (not start) an engine of this test's backend with the given settings."""
+    from services.worker.backends import build_engine
+
+    def make(settings: WorkerSettings):
+        return build_engine(
+            loaded=loaded_model, settings=dataclasses.replace(settings, engine=backend)
+        )
+
+    return make
+
+
+@pytest.fixture
+async def engine(make_engine, engine_settings):
+    """A started engine; always stopped (its thread would hang the process otherwise)."""
+    engine = make_engine(engine_settings)
     await engine.start()
     yield engine
     await engine.stop()

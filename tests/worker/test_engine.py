@@ -1,4 +1,7 @@
-"""The batching engine: exact greedy outputs, admission, cancellation, concurrency."""
+"""Both batching engines: exact greedy outputs, admission, cancellation, concurrency.
+
+Every test runs on ``transformers`` and ``static`` (the ``backend`` fixture).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,16 @@ import contextlib
 import pytest
 import torch
 
+from services.worker.backends import ServingEngine
 from services.worker.engine import Engine, RequestTooLarge, Sampling
 
 PROMPTS = ["Hello world", "The llama is a tiny model", "queue worker gateway gpu", "Why?"]
+LONG = 400  # new tokens: a request that is still running when the test acts on it
 
 
-async def _collect(engine: Engine, rid: str, ids: list[int], n: int, **sampling) -> list[int]:
+async def _collect(
+    engine: ServingEngine, rid: str, ids: list[int], n: int, **sampling
+) -> list[int]:
     out: list[int] = []
     async for new in engine.stream(rid, ids, max_new_tokens=n, sampling=Sampling(**sampling)):
         out.extend(new)
@@ -24,6 +31,14 @@ def _reference(loaded, ids: list[int], n: int) -> list[int]:
     with torch.no_grad():
         result = loaded.model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False)
     return result[0, len(ids) :].tolist()
+
+
+async def _kill_generation_thread(engine: ServingEngine, *, hard: bool = False) -> None:
+    """Stop the engine's generation thread behind its back, as a crash would."""
+    if isinstance(engine, Engine):
+        await asyncio.to_thread(engine._manager.stop, block=True, timeout=10, hard_stop=hard)
+    else:
+        await asyncio.to_thread(engine._loop_thread.stop, timeout=10)
 
 
 async def test_greedy_matches_sequential_generate(engine, loaded_model):
@@ -50,10 +65,10 @@ async def test_greedy_and_sampled_requests_share_a_batch(engine, loaded_model):
 
 
 async def test_oversized_request_is_refused_and_engine_survives(
-    loaded_model, small_engine_settings
+    loaded_model, small_engine_settings, make_engine
 ):
     """A request larger than the cache fails alone; the next request still runs."""
-    engine = Engine(loaded=loaded_model, settings=small_engine_settings)
+    engine = make_engine(small_engine_settings)
     await engine.start()
     try:
         with pytest.raises(RequestTooLarge, match="KV cache"):
@@ -78,14 +93,14 @@ async def test_cancel_stops_the_stream(engine, loaded_model):
 
     async def consume() -> None:
         async for new in engine.stream(
-            "victim", ids, max_new_tokens=2000, sampling=Sampling(temperature=1.0)
+            "victim", ids, max_new_tokens=LONG, sampling=Sampling(temperature=1.0)
         ):
             got.extend(new)
             if len(got) >= 3:
                 engine.cancel("victim")
 
     await asyncio.wait_for(consume(), timeout=30)
-    assert 3 <= len(got) < 2000
+    assert 3 <= len(got) < LONG
     assert engine.active == 0
 
 
@@ -95,7 +110,7 @@ async def test_abandoned_stream_frees_its_slot(engine, loaded_model):
     first_token = asyncio.Event()
 
     async def consume() -> None:
-        tokens = engine.stream("abandoned", ids, max_new_tokens=2000, sampling=Sampling())
+        tokens = engine.stream("abandoned", ids, max_new_tokens=LONG, sampling=Sampling())
         async with contextlib.aclosing(tokens):
             async for _ in tokens:
                 first_token.set()
@@ -113,7 +128,7 @@ async def test_dead_generation_thread_is_rebuilt(engine, loaded_model):
     """If the generation thread dies, the watchdog rebuilds it and new requests run."""
     watchdog = asyncio.create_task(engine.watch(interval_s=0.05))
     try:
-        await asyncio.to_thread(engine._manager.stop, block=True, timeout=10)
+        await _kill_generation_thread(engine)
         for _ in range(100):
             if engine.is_alive():
                 break
@@ -134,7 +149,7 @@ async def test_requests_in_flight_fail_cleanly_when_the_engine_dies(engine, load
     started = asyncio.Event()
 
     async def consume() -> None:
-        tokens = engine.stream("doomed", ids, max_new_tokens=2000, sampling=Sampling())
+        tokens = engine.stream("doomed", ids, max_new_tokens=LONG, sampling=Sampling())
         async with contextlib.aclosing(tokens):
             async for _ in tokens:
                 started.set()
@@ -143,7 +158,7 @@ async def test_requests_in_flight_fail_cleanly_when_the_engine_dies(engine, load
     task = asyncio.create_task(consume())
     try:
         await asyncio.wait_for(started.wait(), timeout=30)
-        await asyncio.to_thread(engine._manager.stop, block=True, timeout=10, hard_stop=True)
+        await _kill_generation_thread(engine, hard=True)
         with pytest.raises(EngineError) as failure:
             await asyncio.wait_for(task, timeout=30)
         # The dying manager fails what it holds; requests it did not reach fail as restarted.

@@ -22,3 +22,11 @@ def test_a_delivery_timeout_of_zero_is_refused():
     """Zero would fail every job at its first event: refused at start-up, naming the variable."""
     with pytest.raises(ValueError, match="TINYLLAMA_DELIVERY_TIMEOUT"):
         load_settings({**NO_REGISTRY, "TINYLLAMA_DELIVERY_TIMEOUT": "0"})
+
+
+def test_engine_is_auto_by_default_and_validated():
+    """TINYLLAMA_ENGINE takes auto, static or transformers; anything else names the choices."""
+    assert load_settings(NO_REGISTRY).engine == "auto"
+    assert load_settings({**NO_REGISTRY, "TINYLLAMA_ENGINE": "static"}).engine == "static"
+    with pytest.raises(ValueError, match="TINYLLAMA_ENGINE must be one of auto, static"):
+        load_settings({**NO_REGISTRY, "TINYLLAMA_ENGINE": "vllm"})
