@@ -130,7 +130,8 @@ class TinyLlamaStack(Stack):
             "Gateway",
             props=GatewayProps(
                 certificate_arn=config.certificate_arn,
-                domain_name=config.api_domain_name if config.https else None,
+                domain_name=config.api_domain_name,
+                origin_read_timeout_seconds=config.cloudfront_read_timeout_seconds,
                 cpu=config.gateway_cpu,
                 memory_mib=config.gateway_memory_mib,
                 min_tasks=config.gateway_min_tasks,
@@ -144,6 +145,7 @@ class TinyLlamaStack(Stack):
             ),
             cluster=self.worker.cluster,
             vpc=network.vpc,
+            vpc_cidr=VPC_CIDR,
             public_subnets=network.public_subnets,
             private_subnets=network.private_subnets,
             image=_image(GATEWAY_DOCKERFILE),

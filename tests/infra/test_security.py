@@ -224,7 +224,7 @@ def _paths(rule: dict) -> set[str]:
 def test_metrics_is_never_forwarded_by_a_public_listener(env: Synthesized) -> None:
     """Every public listener answers /metrics and /metrics/* with a fixed 404, before any rule."""
     listeners = env.resources("AWS::ElasticLoadBalancingV2::Listener")
-    assert len(listeners) == (2 if env.stack.gateway.https else 1)
+    assert len(listeners) == (2 if env.config.edge == "alb" else 1)
     for listener_id in listeners:
         rules = _rules_of(env, listener_id)
         (hiding,) = [r for r in rules if _paths(r) >= {"/metrics", "/metrics/*"}]
@@ -235,11 +235,25 @@ def test_metrics_is_never_forwarded_by_a_public_listener(env: Synthesized) -> No
         assert hiding["Priority"] == min(r["Priority"] for r in rules) == 1
 
 
-def test_plain_http_listener_without_certificate_hides_metrics_too(dev: Synthesized) -> None:
-    """With no certificate the HTTP listener forwards to the gateway, except /metrics."""
+def test_internal_listener_behind_cloudfront_hides_metrics_too(dev: Synthesized) -> None:
+    """CloudFront's origin (the internal HTTP listener) forwards to the gateway, except /metrics."""
     ((listener_id, listener),) = dev.resources("AWS::ElasticLoadBalancingV2::Listener").items()
     assert listener["Properties"]["Protocol"] == "HTTP"
     assert [a["Type"] for a in listener["Properties"]["DefaultActions"]] == ["forward"]
     (rule,) = _rules_of(dev, listener_id)
     assert _paths(rule) == {"/metrics", "/metrics/*"}
     assert rule["Actions"][0]["Type"] == "fixed-response"
+
+
+def test_no_internet_facing_listener_forwards_plain_http(env: Synthesized) -> None:
+    """An internet-facing HTTP listener only redirects: nothing reaches /infer in clear."""
+    (alb_id,) = env.resources("AWS::ElasticLoadBalancingV2::LoadBalancer")
+    public = env.json["Resources"][alb_id]["Properties"]["Scheme"] == "internet-facing"
+    for listener_id, listener in env.resources("AWS::ElasticLoadBalancingV2::Listener").items():
+        props = listener["Properties"]
+        if not public or props["Protocol"] != "HTTP":
+            continue
+        assert [a["Type"] for a in props["DefaultActions"]] == ["redirect"]
+        for rule in _rules_of(env, listener_id):
+            assert all(a["Type"] != "forward" for a in rule["Actions"])
+    assert public == (env.config.edge == "alb")
