@@ -14,6 +14,7 @@ from services.gateway.settings import GatewaySettings
 
 VPC_CIDR = "10.20.0.0/22"
 CDK_BOOTSTRAP_QUALIFIER = "hnb659fds"
+ENV_TAG = "tinyllama:env"  # on every resource; the budget and the fleet's IAM condition use it
 DEFAULT_MODEL_ID = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 # The gateway holds a synchronous /infer open (60 s by default) without sending
 # a byte, and SSE streams ping every 15 s: CloudFront must wait longer than either.

@@ -12,13 +12,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from cdk.config import CDK_BOOTSTRAP_QUALIFIER, VPC_CIDR, EnvConfig
+from cdk.config import CDK_BOOTSTRAP_QUALIFIER, ENV_TAG, VPC_CIDR, EnvConfig
 from cdk.deploy_role import DeployRole
 from cdk.gateway import Gateway, GatewayProps
 from cdk.identity import Identity
 from cdk.metrics import NAMESPACE
 from cdk.network import Network
-from cdk.observability import ENV_TAG, Observability, ObservabilityProps
+from cdk.observability import Observability, ObservabilityProps
 from cdk.redis_queue import Queue
 from cdk.registry import SsmRegistry
 from cdk.worker import Worker, WorkerProps
@@ -118,10 +118,11 @@ class TinyLlamaStack(Stack):
                 idle_stop_minutes=config.worker_idle_stop_minutes,
                 log_retention_days=config.log_retention_days,
                 removal_policy=removal,
+                model_id=config.model_id,
             ),
             vpc=network.vpc,
             subnets=network.private_subnets,
-            image=_image(WORKER_DOCKERFILE),
+            image=_image_asset(self, "WorkerImage", WORKER_DOCKERFILE),
             environment=environment,
             secrets=secrets,
         )
@@ -213,7 +214,7 @@ class TinyLlamaStack(Stack):
                     conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
                 )
             )
-        self.worker.grant_fleet_control(gateway_role)
+        self.worker.grant_fleet_control(gateway_role, env_name=self.config.name)
         if self.config.model_bucket_name:
             bucket = s3.Bucket.from_bucket_name(self, "ModelBucket", self.config.model_bucket_name)
             worker_role.add_to_principal_policy(
@@ -250,6 +251,7 @@ class TinyLlamaStack(Stack):
         put(keys.MODEL_ID, c.model_id)
         put(keys.GPU_CLUSTER, self.worker.cluster.cluster_name)
         put(keys.GPU_SERVICE, self.worker.service.service_name)
+        put(keys.GPU_AUTO_SCALING_GROUP, self.worker.auto_scaling_group.auto_scaling_group_name)
         put(keys.GPU_INSTANCE_TYPE, c.gpu_instance_type)
         put(keys.GPU_HOURLY_PRICE_USD, json.dumps(c.gpu_hourly_price_usd))
         put(keys.BUDGET_MONTHLY_USD, json.dumps(c.budget_monthly_usd))
@@ -269,11 +271,26 @@ class TinyLlamaStack(Stack):
             "RegistryPath": self.registry.path,
             "GpuCluster": self.worker.cluster.cluster_name,
             "GpuService": self.worker.service.service_name,
+            "GpuHostGroup": self.worker.auto_scaling_group.auto_scaling_group_name,
             "AlarmTopicArn": self.observability.topic.topic_arn,
             "DeployRoleArn": self.deploy_role.role.role_arn,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
+
+
+def _image_asset(
+    scope: Construct, construct_id: str, dockerfile: str
+) -> ecr_assets.DockerImageAsset:
+    """The image of ``dockerfile``, built from the repo root at deploy time."""
+    return ecr_assets.DockerImageAsset(
+        scope,
+        construct_id,
+        directory=str(REPO_ROOT),
+        file=dockerfile,
+        exclude=ASSET_EXCLUDE,
+        platform=ecr_assets.Platform.LINUX_AMD64,
+    )
 
 
 def _image(dockerfile: str) -> ecs.ContainerImage:

@@ -31,6 +31,7 @@ MODEL_ID = "model/id"
 
 GPU_CLUSTER = "gpu/cluster"
 GPU_SERVICE = "gpu/service"
+GPU_AUTO_SCALING_GROUP = "gpu/auto-scaling-group"  # the GPU hosts and their warm pool
 GPU_INSTANCE_TYPE = "gpu/instance-type"
 GPU_HOURLY_PRICE_USD = "gpu/hourly-price-usd"
 
@@ -56,6 +57,7 @@ ALL_KEYS: tuple[str, ...] = (
     MODEL_ID,
     GPU_CLUSTER,
     GPU_SERVICE,
+    GPU_AUTO_SCALING_GROUP,
     GPU_INSTANCE_TYPE,
     GPU_HOURLY_PRICE_USD,
     BUDGET_MONTHLY_USD,

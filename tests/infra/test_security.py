@@ -17,6 +17,8 @@ STAR_RESOURCE_ACTIONS = {
     "ecs:Poll",
     "ecs:StartTelemetrySession",  # limited by the ecs:cluster condition
     "cloudwatch:PutMetricData",  # limited by the cloudwatch:namespace condition
+    "autoscaling:DescribeAutoScalingGroups",  # the gateway reads the GPU group's state
+    "autoscaling:DescribeAutoScalingInstances",  # a GPU host looks up its own group
 }
 
 
