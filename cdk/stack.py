@@ -13,6 +13,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cdk.config import CDK_BOOTSTRAP_QUALIFIER, ENV_TAG, VPC_CIDR, EnvConfig
+from cdk.dashboard import Dashboard, DashboardProps
 from cdk.deploy_role import DeployRole
 from cdk.gateway import Gateway, GatewayProps
 from cdk.identity import Identity
@@ -174,6 +175,21 @@ class TinyLlamaStack(Stack):
             load_balancer=self.gateway.load_balancer,
             worker_cluster_name=self.worker.cluster.cluster_name,
             worker_service_name=self.worker.service.service_name,
+        )
+        self.dashboard = Dashboard(
+            self,
+            "Dashboard",
+            props=DashboardProps(
+                env_name=config.name,
+                budget_warn_usd=config.budget_warn_usd,
+                budget_hard_stop_usd=config.budget_hard_stop_usd,
+                budget_monthly_usd=config.budget_monthly_usd,
+            ),
+            load_balancer=self.gateway.load_balancer,
+            distribution=self.gateway.distribution,
+            worker_cluster_name=self.worker.cluster.cluster_name,
+            worker_service_name=self.worker.service.service_name,
+            gpu_group_name=self.worker.auto_scaling_group.auto_scaling_group_name,
         )
         self.deploy_role = DeployRole(
             self,

@@ -138,6 +138,8 @@ class Worker(Construct):
             launch_template=launch_template,
             min_capacity=0,
             max_capacity=props.max_instances,
+            # Hosts in service and warm-pool sizes for the dashboard (1-minute, no charge).
+            group_metrics=[autoscaling.GroupMetrics.all()],
         )
         # Stopped hosts, as many as the group may still start (max - desired). A host
         # that is scaled in is terminated and the pool prepares a fresh one: Amazon ECS

@@ -238,6 +238,70 @@ async def test_backlog_reaches_cloudwatch(aws, redis, gateway_settings, make_tok
     assert depth[0]["Dimensions"] == [{"Name": "Environment", "Value": "backlogtest"}]
 
 
+async def _metrics_of(cloudwatch, *, env: str, wanted: set[str]) -> list[dict]:
+    """The TinyLlama metrics of environment ``env``, once ``wanted`` are all there (or 5 s)."""
+    for _ in range(100):
+        found = [
+            m
+            for m in cloudwatch.list_metrics(Namespace="TinyLlama")["Metrics"]
+            if m["Dimensions"][:1] == [{"Name": "Environment", "Value": env}]
+        ]
+        if wanted <= {m["MetricName"] for m in found}:
+            break
+        await asyncio.sleep(0.05)
+    return found
+
+
+async def test_fleet_state_and_month_cost_reach_cloudwatch(aws, redis, gateway_settings):
+    """With the fleet store, the sample adds FleetState, MonthGpuSeconds and MonthToDateCostUsd."""
+    jobs = JobStore(redis, queue_name=gateway_settings.queue_name, ttl_s=60)
+    fleet = FleetStore(redis)
+    await fleet.start(idle_deadline=time.time() + 300)  # a start asked for: "starting"
+    cloudwatch = boto3.client("cloudwatch")
+    task = asyncio.create_task(
+        publish_backlog(jobs, env="costtest", period_s=0.05, fleet=fleet, hourly_price_usd=3.6)
+    )
+    wanted = {"FleetState", "MonthGpuSeconds", "MonthToDateCostUsd"}
+    try:
+        found = await _metrics_of(cloudwatch, env="costtest", wanted=wanted)
+    finally:
+        task.cancel()
+    assert wanted <= {m["MetricName"] for m in found}
+
+
+async def test_worker_publishes_the_minutes_jobs(aws):
+    """Jobs by outcome, TTFT and end-to-end values and tokens go out with the heartbeat."""
+    from services.protocol.messages import GenerateResult, Timings, Usage
+    from services.worker.heartbeat import publish_heartbeat_metric
+    from services.worker.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    result = GenerateResult(
+        text="hi",
+        finish_reason="stop",
+        model="demo",
+        usage=Usage(prompt_tokens=3, completion_tokens=5, total_tokens=8),
+        timings=Timings(queued_s=0.1, first_token_s=0.25, generation_s=0.5, total_s=0.7),
+    )
+    metrics.observe_result(result)
+    metrics.observe_failure("too_long")
+    ready = asyncio.Event()
+    ready.set()
+    cloudwatch = boto3.client("cloudwatch")
+    task = asyncio.create_task(
+        publish_heartbeat_metric(env="minutetest", ready=ready, period_s=0.05, metrics=metrics)
+    )
+    wanted = {"Jobs", "TimeToFirstTokenSeconds", "EndToEndLatencySeconds", "GeneratedTokens"}
+    try:
+        found = await _metrics_of(cloudwatch, env="minutetest", wanted=wanted)
+    finally:
+        task.cancel()
+    assert wanted <= {m["MetricName"] for m in found}
+    outcomes = {d["Value"] for m in found if m["MetricName"] == "Jobs" for d in m["Dimensions"][1:]}
+    assert outcomes == {"stop", "too_long"}
+    assert metrics.drain_minute().outcomes == {}  # sent once, not again
+
+
 async def test_worker_heartbeat_reaches_cloudwatch(aws):
     """A warm worker publishes TinyLlama/WorkerHeartbeat{Environment} for the silence alarm."""
     from services.worker.heartbeat import publish_heartbeat_metric
@@ -248,9 +312,11 @@ async def test_worker_heartbeat_reaches_cloudwatch(aws):
     task = asyncio.create_task(publish_heartbeat_metric(env="beattest", ready=ready, period_s=0.05))
     try:
         for _ in range(100):
-            metrics = cloudwatch.list_metrics(Namespace="TinyLlama", MetricName="WorkerHeartbeat")[
-                "Metrics"
-            ]
+            metrics = cloudwatch.list_metrics(
+                Namespace="TinyLlama",
+                MetricName="WorkerHeartbeat",
+                Dimensions=[{"Name": "Environment", "Value": "beattest"}],
+            )["Metrics"]
             if metrics:
                 break
             await asyncio.sleep(0.05)
