@@ -101,6 +101,7 @@ class EnvConfig:
     # CI deploy role (GitHub Actions OIDC)
     github_repo: str = "tinyllama-serve/tinyllama-serve"
     github_environment: str | None = None  # None: only refs/heads/main may deploy
+    promote_from: str | None = None  # the environment whose release this one deploys
     create_github_oidc_provider: bool = True  # one provider per account
 
     retain_data: bool = False  # RETAIN user pool and log buckets on stack delete
@@ -151,6 +152,7 @@ _OPS_EMAIL = ("tinyllama-ops@example.com",)  # replace before the first deploy
 ENVIRONMENTS: dict[str, dict[str, object]] = {
     "dev": {
         # No domain: HTTPS on the CloudFront distribution's name, the ALB internal.
+        "github_environment": "dev",
         "gateway_max_tasks": 2,
         "gpu_instance_type": "g4dn.xlarge",
         "gpu_hourly_price_usd": 0.526,
@@ -167,6 +169,7 @@ ENVIRONMENTS: dict[str, dict[str, object]] = {
         "budget_warn_usd": 100.0,
         "budget_hard_stop_usd": 190.0,
         "github_environment": "qa",
+        "promote_from": "dev",
         "create_github_oidc_provider": False,  # dev's stack owns it (same account)
     },
     "prod": {
@@ -188,6 +191,7 @@ ENVIRONMENTS: dict[str, dict[str, object]] = {
         "budget_warn_usd": 1000.0,
         "budget_hard_stop_usd": 1400.0,
         "github_environment": "prod",
+        "promote_from": "qa",
         "retain_data": True,
     },
 }

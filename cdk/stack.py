@@ -199,6 +199,11 @@ class TinyLlamaStack(Stack):
             create_provider=config.create_github_oidc_provider,
             bootstrap_qualifier=CDK_BOOTSTRAP_QUALIFIER,
         )
+        self.deploy_role.allow_release_pipeline(
+            registry=self.registry,
+            user_pool=self.identity.user_pool,
+            promote_from=config.promote_from,
+        )
         self._grant()
         self._write_registry()
         self._outputs()

@@ -39,6 +39,12 @@ BUDGET_MONTHLY_USD = "budget/monthly-usd"
 BUDGET_WARN_USD = "budget/warn-usd"
 BUDGET_HARD_STOP_USD = "budget/hard-stop-usd"
 
+# Written by the deploy pipeline, not by CDK (so not in ALL_KEYS, which the stack
+# writes): the commit that passed this environment. `registry promote --prefix release`
+# carries it to the next environment (.github/workflows/deploy.yml).
+RELEASE_PREFIX = "release"
+RELEASE_COMMIT = f"{RELEASE_PREFIX}/commit"
+
 ALL_KEYS: tuple[str, ...] = (
     API_URL,
     COGNITO_USER_POOL_ID,
