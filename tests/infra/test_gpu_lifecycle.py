@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cdk.gpu_host import CONTAINER_CACHE_DIR, HOST_CACHE_DIR, LIFECYCLE_HOOK_NAME
+from cdk.worker import GPU_VOLUME_THROUGHPUT_MIBPS
 from tests.infra.conftest import Synthesized
 from tests.infra.helpers import as_list, flatten, ref_id, statements_of_role
 
@@ -68,6 +69,10 @@ def test_worker_loads_the_model_from_the_host_volume(env: Synthesized) -> None:
     (container,) = task["ContainerDefinitions"]
     (mount,) = container["MountPoints"]
     assert (mount["SourceVolume"], mount["ContainerPath"]) == (volume["Name"], CONTAINER_CACHE_DIR)
+    # Read at every start: faster than gp3's 125 MiB/s baseline (the start-time budget).
+    (lt,) = env.props("AWS::EC2::LaunchTemplate")
+    (root,) = lt["LaunchTemplateData"]["BlockDeviceMappings"]
+    assert root["Ebs"]["Throughput"] == GPU_VOLUME_THROUGHPUT_MIBPS > 125
 
 
 def test_capacity_provider_leaves_hosts_to_the_fleet_backend(env: Synthesized) -> None:
