@@ -18,6 +18,7 @@ from cdk.deploy_role import DeployRole
 from cdk.gateway import Gateway, GatewayProps
 from cdk.identity import Identity
 from cdk.metrics import NAMESPACE
+from cdk.nag import acknowledge, rendered
 from cdk.network import Network
 from cdk.observability import Observability, ObservabilityProps
 from cdk.redis_queue import Queue
@@ -238,18 +239,26 @@ class TinyLlamaStack(Stack):
         self.worker.grant_fleet_control(gateway_role, env_name=self.config.name)
         if self.config.model_bucket_name:
             bucket = s3.Bucket.from_bucket_name(self, "ModelBucket", self.config.model_bucket_name)
-            worker_role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    sid="ListModels", actions=["s3:ListBucket"], resources=[bucket.bucket_arn]
+            # The worker loads from it; a GPU host prefetches from it while it warms up.
+            for role in (worker_role, self.worker.auto_scaling_group.role):
+                role.add_to_principal_policy(
+                    iam.PolicyStatement(
+                        sid="ListModels", actions=["s3:ListBucket"], resources=[bucket.bucket_arn]
+                    )
                 )
-            )
-            worker_role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    sid="ReadModels",
-                    actions=["s3:GetObject"],
-                    resources=[bucket.arn_for_objects("*")],
+                role.add_to_principal_policy(
+                    iam.PolicyStatement(
+                        sid="ReadModels",
+                        actions=["s3:GetObject"],
+                        resources=[bucket.arn_for_objects("*")],
+                    )
                 )
-            )
+                acknowledge(
+                    role,
+                    f"AwsSolutions-IAM5[Resource::{rendered(self, bucket.arn_for_objects('*'))}]",
+                    reason="reads the model weights: every object of the one configured "
+                    "model bucket (the prefix is the model id's, chosen at deploy)",
+                )
 
     def _write_registry(self) -> None:
         """Publish every cross-component id under ``/tinyllama/<env>/``."""
