@@ -122,6 +122,10 @@ class EnvConfig:
                 f"{MIN_ORIGIN_READ_TIMEOUT_S} (longer than the gateway's synchronous wait and "
                 "two SSE pings) and 120 (CloudFront's limit without a quota increase)"
             )
+        if self.promote_from is not None and (
+            self.promote_from == self.name or self.promote_from not in ENVIRONMENTS
+        ):
+            raise ConfigError(f"{self.name}: promote_from must name another environment")
         if not _GITHUB_REPO.match(self.github_repo):
             raise ConfigError(f"{self.name}: github_repo must look like owner/name")
         if not 0 < self.budget_warn_usd <= self.budget_hard_stop_usd <= self.budget_monthly_usd:

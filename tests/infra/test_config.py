@@ -112,3 +112,11 @@ def test_origin_read_timeout_outlasts_sync_waits_and_sse_pings() -> None:
     for bad in (MIN_ORIGIN_READ_TIMEOUT_S - 1, 121):
         with pytest.raises(ConfigError, match="cloudfront_read_timeout_seconds"):
             with_overrides(dev, cloudfront_read_timeout_seconds=bad)
+
+
+def test_promotion_comes_from_another_known_environment() -> None:
+    """qa deploys what passed dev, prod what passed qa; nothing promotes from itself."""
+    assert [load_config(n).promote_from for n in ("dev", "qa", "prod")] == [None, "dev", "qa"]
+    for bad in ("qa", "staging"):
+        with pytest.raises(ConfigError, match="promote_from"):
+            with_overrides(load_config("qa"), promote_from=bad)
