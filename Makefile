@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help up test xvfb lint format install synth test-fast test-compose bench-worker bench-gateway chaos demo-model clean
+.PHONY: help up test xvfb lint lint-workflows format install synth test-fast test-compose bench-worker bench-gateway chaos demo-model clean
 
 help:
 	@echo "make up            run Redis + gateway + worker locally (Ctrl-C stops them)"
@@ -45,6 +45,16 @@ demo-model: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check services clients tests bench cdk
+	@$(MAKE) --no-print-directory lint-workflows
+
+# actionlint checks .github/ (and runs shellcheck on each `run:` where shellcheck is
+# installed). Its package (requirements/actionlint.txt) fetches the binary from github.com
+# when it installs, so CI installs it; elsewhere a missing actionlint is reported, not fatal.
+ACTIONLINT := $(VENV)/bin/actionlint
+lint-workflows:
+	@if [ -x $(ACTIONLINT) ]; then $(ACTIONLINT) && echo "actionlint: workflows OK"; \
+	elif [ -n "$$CI" ]; then echo "actionlint is missing: $(PIP) install -r requirements/actionlint.txt" >&2; exit 1; \
+	else echo "actionlint not installed (pip install -r requirements/actionlint.txt; needs github.com): workflows not checked"; fi
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

@@ -10,9 +10,17 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from services.gateway.settings import GatewaySettings
+
 VPC_CIDR = "10.20.0.0/22"
 CDK_BOOTSTRAP_QUALIFIER = "hnb659fds"
+ENV_TAG = "tinyllama:env"  # on every resource; the budget and the fleet's IAM condition use it
 DEFAULT_MODEL_ID = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+# The gateway holds a synchronous /infer open (60 s by default) without sending
+# a byte, and SSE streams ping every 15 s: CloudFront must wait longer than either.
+MIN_ORIGIN_READ_TIMEOUT_S = (
+    int(max(GatewaySettings.wait_timeout_s, 2 * GatewaySettings.sse_ping_s)) + 1
+)
 
 _ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
 _GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -38,12 +46,17 @@ class EnvConfig:
     # Network
     nat_gateways: int = 0
 
-    # HTTPS: an existing ACM certificate in the stack's region, or (without
-    # one) a DNS-validated certificate the stack requests for api_domain_name.
-    # Required where ``require_https``; ``-c certificate_arn=...`` overrides it.
+    # HTTPS in every environment. With a custom domain: an existing ACM
+    # certificate in the stack's region (``-c certificate_arn=...`` overrides
+    # it), or a DNS-validated one the stack requests for api_domain_name, on a
+    # public ALB. Without one: CloudFront on its own *.cloudfront.net name in
+    # front of an internal ALB (a VPC origin), so no domain is needed.
     certificate_arn: str | None = None
-    require_https: bool = True
     api_domain_name: str | None = None  # CNAME to the ALB; used for API_URL
+    # CloudFront waits this long for the origin's next byte: longer than the
+    # gateway's synchronous wait and two SSE pings (MIN_ORIGIN_READ_TIMEOUT_S);
+    # 120 s is CloudFront's maximum without a quota increase.
+    cloudfront_read_timeout_seconds: int = 120
 
     # Identity
     access_token_minutes: int = 60
@@ -88,6 +101,7 @@ class EnvConfig:
     # CI deploy role (GitHub Actions OIDC)
     github_repo: str = "tinyllama-serve/tinyllama-serve"
     github_environment: str | None = None  # None: only refs/heads/main may deploy
+    promote_from: str | None = None  # the environment whose release this one deploys
     create_github_oidc_provider: bool = True  # one provider per account
 
     retain_data: bool = False  # RETAIN user pool and log buckets on stack delete
@@ -102,12 +116,16 @@ class EnvConfig:
             raise ConfigError(
                 f"{self.name}: {self.certificate_arn!r} is not an ACM certificate ARN"
             )
-        if self.require_https and self.certificate_arn is None and self.api_domain_name is None:
+        if not MIN_ORIGIN_READ_TIMEOUT_S <= self.cloudfront_read_timeout_seconds <= 120:
             raise ConfigError(
-                f"environment {self.name!r} requires HTTPS: set api_domain_name (the stack "
-                "requests a DNS-validated certificate) or certificate_arn in cdk/config.py, or "
-                "pass -c certificate_arn=arn:aws:acm:REGION:ACCOUNT:certificate/ID"
+                f"{self.name}: cloudfront_read_timeout_seconds must be between "
+                f"{MIN_ORIGIN_READ_TIMEOUT_S} (longer than the gateway's synchronous wait and "
+                "two SSE pings) and 120 (CloudFront's limit without a quota increase)"
             )
+        if self.promote_from is not None and (
+            self.promote_from == self.name or self.promote_from not in ENVIRONMENTS
+        ):
+            raise ConfigError(f"{self.name}: promote_from must name another environment")
         if not _GITHUB_REPO.match(self.github_repo):
             raise ConfigError(f"{self.name}: github_repo must look like owner/name")
         if not 0 < self.budget_warn_usd <= self.budget_hard_stop_usd <= self.budget_monthly_usd:
@@ -120,11 +138,14 @@ class EnvConfig:
             raise ConfigError(f"{self.name}: max task/instance counts are too small")
 
     @property
-    def https(self) -> bool:
-        """Whether the ALB terminates TLS (a certificate is given or requested)."""
-        return self.certificate_arn is not None or (
-            self.require_https and self.api_domain_name is not None
-        )
+    def custom_domain(self) -> bool:
+        """Whether the ALB itself terminates TLS (a certificate is given or requested)."""
+        return self.certificate_arn is not None or self.api_domain_name is not None
+
+    @property
+    def edge(self) -> str:
+        """Who terminates HTTPS: ``alb`` (custom domain) or ``cloudfront`` (its own name)."""
+        return "alb" if self.custom_domain else "cloudfront"
 
 
 _OPS_EMAIL = ("tinyllama-ops@example.com",)  # replace before the first deploy
@@ -134,7 +155,8 @@ _OPS_EMAIL = ("tinyllama-ops@example.com",)  # replace before the first deploy
 # certificate ARN (from here or from context) is known.
 ENVIRONMENTS: dict[str, dict[str, object]] = {
     "dev": {
-        "require_https": False,  # plain HTTP on :80 until a certificate is given
+        # No domain: HTTPS on the CloudFront distribution's name, the ALB internal.
+        "github_environment": "dev",
         "gateway_max_tasks": 2,
         "gpu_instance_type": "g4dn.xlarge",
         "gpu_hourly_price_usd": 0.526,
@@ -145,17 +167,16 @@ ENVIRONMENTS: dict[str, dict[str, object]] = {
         "budget_hard_stop_usd": 140.0,
     },
     "qa": {
-        "require_https": True,
         "gpu_instance_type": "g4dn.xlarge",
         "gpu_hourly_price_usd": 0.526,
         "budget_monthly_usd": 200.0,
         "budget_warn_usd": 100.0,
         "budget_hard_stop_usd": 190.0,
         "github_environment": "qa",
+        "promote_from": "dev",
         "create_github_oidc_provider": False,  # dev's stack owns it (same account)
     },
     "prod": {
-        "require_https": True,
         # Replace before the first deploy; the stack requests its certificate (DNS validation:
         # add the CNAME ACM shows, then CNAME this name to the ALB).
         "api_domain_name": "api.tinyllama.example.com",
@@ -174,6 +195,7 @@ ENVIRONMENTS: dict[str, dict[str, object]] = {
         "budget_warn_usd": 1000.0,
         "budget_hard_stop_usd": 1400.0,
         "github_environment": "prod",
+        "promote_from": "qa",
         "retain_data": True,
     },
 }

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from aws_cdk import Aws, Duration
+from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from cdk.nag import acknowledge, rendered
+from cdk.registry import READ_ACTIONS, SsmRegistry, registry_arns
+from services.registry.keys import RELEASE_PREFIX
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 BOOTSTRAP_ROLE_KINDS = ("deploy", "file-publishing", "image-publishing", "lookup")
@@ -85,3 +88,50 @@ class DeployRole(Construct):
             reason="the CDK bootstrap roles of this account and region "
             "(deploy, file/image publishing, lookup), also pinned by their bootstrap tag",
         )
+
+    def allow_release_pipeline(
+        self,
+        *,
+        registry: SsmRegistry,
+        user_pool: cognito.IUserPool,
+        promote_from: str | None,
+    ) -> None:
+        """What the deploy workflow does around ``cdk deploy``, and nothing more.
+
+        Read this environment's registry (``export --format github``); write its
+        ``release/*`` keys (the commit that passed); read the ``release/*`` keys of
+        the environment it promotes from; read the machine client's secret for the
+        smoke test's client-credentials token.
+        """
+        registry.grant_read(self.role)
+        own_releases = registry_arns(self, env_name=registry.env_name, prefix=RELEASE_PREFIX)
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="RecordRelease",
+                actions=["ssm:PutParameter"],
+                resources=[own_releases[1]],
+            )
+        )
+        wildcards = [own_releases[1]]
+        if promote_from is not None:
+            source = registry_arns(self, env_name=promote_from, prefix=RELEASE_PREFIX)
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ReadPromotedRelease", actions=list(READ_ACTIONS), resources=source
+                )
+            )
+            wildcards.append(source[1])
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="SmokeTestToken",
+                actions=["cognito-idp:DescribeUserPoolClient"],
+                resources=[user_pool.user_pool_arn],
+            )
+        )
+        for arn in wildcards:
+            acknowledge(
+                self.role,
+                f"AwsSolutions-IAM5[Resource::{rendered(self, arn)}]",
+                reason="the release keys the pipeline records and promotes "
+                "(release/commit), under one environment's registry path",
+            )

@@ -1,4 +1,10 @@
-"""Gateway: the aiohttp service on Fargate behind an internet-facing ALB."""
+"""Gateway: the aiohttp service on Fargate behind an ALB, HTTPS in every environment.
+
+With a custom domain the ALB is internet-facing and terminates TLS with an ACM
+certificate (HTTP :80 only redirects). Without one, CloudFront terminates TLS on
+its own ``*.cloudfront.net`` name and reaches an *internal* ALB as a VPC origin:
+no listener on the internet speaks plain HTTP, and no domain is needed.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_cloudfront as cloudfront
+from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -23,6 +31,9 @@ HEALTH_CHECK_PATH = "/health"
 # answers these paths itself, ahead of every other rule, and never forwards them.
 INTERNAL_PATHS = ["/metrics", "/metrics/*"]
 INTERNAL_PATHS_PRIORITY = 1
+# CloudFront keeps idle connections to the origin this long (its maximum without
+# a quota increase); the ALB's own idle timeout is longer.
+ORIGIN_KEEPALIVE_SECONDS = 60
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +42,8 @@ class GatewayProps:
 
     certificate_arn: str | None  # an existing ACM certificate for the HTTPS listener
     domain_name: str | None = None  # no ARN: request a DNS-validated certificate for this name
+    # Neither: CloudFront in front of an internal ALB, waiting this long for the next byte.
+    origin_read_timeout_seconds: int = 120
     cpu: int
     memory_mib: int
     min_tasks: int
@@ -54,6 +67,7 @@ class Gateway(Construct):
         props: GatewayProps,
         cluster: ecs.ICluster,
         vpc: ec2.IVpc,
+        vpc_cidr: str,
         public_subnets: ec2.SubnetSelection,
         private_subnets: ec2.SubnetSelection,
         image: ecs.ContainerImage,
@@ -106,12 +120,18 @@ class Gateway(Construct):
             health_check_grace_period=Duration.seconds(60),
         )
 
+        certificate = _certificate(self, props)
+        public = certificate is not None
         self.alb_security_group = ec2.SecurityGroup(
             self,
             "AlbSecurityGroup",
             vpc=vpc,
             allow_all_outbound=False,
-            description="Public ALB: HTTPS (and HTTP to redirect) from the internet",
+            description=(
+                "Public ALB: HTTPS (and HTTP to redirect) from the internet"
+                if public
+                else "Internal ALB: HTTP from the CloudFront VPC origin (inside the VPC) only"
+            ),
         )
         self.access_logs = s3.Bucket(
             self,
@@ -126,8 +146,8 @@ class Gateway(Construct):
             self,
             "Alb",
             vpc=vpc,
-            vpc_subnets=public_subnets,
-            internet_facing=True,
+            vpc_subnets=public_subnets if public else private_subnets,
+            internet_facing=public,
             security_group=self.alb_security_group,
             idle_timeout=Duration.seconds(props.idle_timeout_seconds),
             drop_invalid_header_fields=True,
@@ -135,18 +155,7 @@ class Gateway(Construct):
         )
         self.load_balancer.log_access_logs(self.access_logs, prefix="alb")
 
-        certificate = None
-        if props.certificate_arn is not None:
-            certificate = elbv2.ListenerCertificate.from_arn(props.certificate_arn)
-        elif props.domain_name is not None:
-            requested = acm.Certificate(
-                self,
-                "Certificate",
-                domain_name=props.domain_name,
-                validation=acm.CertificateValidation.from_dns(),
-            )
-            certificate = elbv2.ListenerCertificate.from_certificate_manager(requested)
-        self.https = certificate is not None
+        self.distribution: cloudfront.Distribution | None = None
         if certificate is not None:
             self.listener = self.load_balancer.add_listener(
                 "Https",
@@ -157,13 +166,21 @@ class Gateway(Construct):
                 open=True,
             )
             redirect = self.load_balancer.add_redirect(source_port=80, target_port=443)
-            self.public_listeners = [self.listener, redirect]
+            self.listeners = [self.listener, redirect]
         else:
+            # Reached only through CloudFront: its VPC origin's network interfaces live in
+            # this VPC, so the listener admits the VPC's own range and nothing else.
             self.listener = self.load_balancer.add_listener(
-                "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=True
+                "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=False
             )
-            self.public_listeners = [self.listener]
-        for listener in self.public_listeners:
+            self.alb_security_group.add_ingress_rule(
+                ec2.Peer.ipv4(vpc_cidr),
+                ec2.Port.tcp(80),
+                "CloudFront VPC origin (its interfaces are in this VPC)",
+            )
+            self.listeners = [self.listener]
+            self.distribution = self._distribution(props)
+        for listener in self.listeners:
             _hide_internal_paths(listener)
         self.target_group = self.listener.add_targets(
             "Gateway",
@@ -185,7 +202,7 @@ class Gateway(Construct):
             deregistration_delay=Duration.seconds(props.deregistration_delay_seconds),
         )
 
-        self._acknowledge()
+        self._acknowledge(public=public)
 
         scaling = self.service.auto_scale_task_count(
             min_capacity=props.min_tasks, max_capacity=props.max_tasks
@@ -204,14 +221,72 @@ class Gateway(Construct):
             scale_out_cooldown=Duration.minutes(1),
         )
 
-    def _acknowledge(self) -> None:
-        """Findings accepted for a public API endpoint."""
-        acknowledge(
-            self.alb_security_group,
-            "AwsSolutions-EC23",
-            reason="public API: the ALB must accept HTTPS (and HTTP, only to redirect) "
-            "from any address; every request is authenticated by JWT at the gateway",
+    def _distribution(self, props: GatewayProps) -> cloudfront.Distribution:
+        """HTTPS on CloudFront's own name, forwarding everything, caching nothing.
+
+        An API, not a website: every method passes, no response is cached
+        (``CachingDisabled``), and every viewer header but Host reaches the gateway
+        (``AllViewerExceptHostHeader``; with caching disabled that includes
+        ``Authorization``). Plain HTTP is refused (403), not redirected: a redirect
+        would come after the bearer token had already crossed the network in clear.
+        The origin read timeout outlasts the gateway's synchronous wait and two SSE
+        pings, so neither a waiting ``/infer`` nor a quiet stream is cut.
+        """
+        origin = origins.VpcOrigin.with_application_load_balancer(
+            self.load_balancer,
+            protocol_policy=cloudfront.OriginProtocolPolicy.HTTP_ONLY,
+            http_port=80,
+            read_timeout=Duration.seconds(props.origin_read_timeout_seconds),
+            keepalive_timeout=Duration.seconds(ORIGIN_KEEPALIVE_SECONDS),
         )
+        distribution = cloudfront.Distribution(
+            self,
+            "Edge",
+            comment="TinyLlama API: HTTPS in front of the internal ALB",
+            default_behavior=cloudfront.BehaviorOptions(
+                origin=origin,
+                viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,
+                allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,
+                cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,
+                origin_request_policy=cloudfront.OriginRequestPolicy.ALL_VIEWER_EXCEPT_HOST_HEADER,
+                compress=False,  # never hold back SSE bytes to compress them
+            ),
+            http_version=cloudfront.HttpVersion.HTTP2_AND_3,
+            price_class=cloudfront.PriceClass.PRICE_CLASS_100,
+        )
+        for rule, reason in (
+            (
+                "AwsSolutions-CFR1",
+                "an authenticated API for any caller's location; every request needs a JWT",
+            ),
+            (
+                "AwsSolutions-CFR2",
+                "no WAF: every request is authenticated (JWT) and rate limited per subject "
+                "at the gateway; add a web ACL here when abuse shows up",
+            ),
+            (
+                "AwsSolutions-CFR3",
+                "every request CloudFront forwards is logged by the ALB behind it "
+                "(access logs bucket); CloudFront's standard logs need bucket ACLs",
+            ),
+            (
+                "AwsSolutions-CFR4",
+                "the default *.cloudfront.net certificate cannot pin a minimum TLS version; "
+                "environments with a custom domain terminate TLS 1.2+ at the ALB instead",
+            ),
+        ):
+            acknowledge(distribution, rule, reason=reason)
+        return distribution
+
+    def _acknowledge(self, *, public: bool) -> None:
+        """Findings accepted for the API endpoint."""
+        if public:
+            acknowledge(
+                self.alb_security_group,
+                "AwsSolutions-EC23",
+                reason="public API: the ALB must accept HTTPS (and HTTP, only to redirect) "
+                "from any address; every request is authenticated by JWT at the gateway",
+            )
         acknowledge(
             self.access_logs,
             "AwsSolutions-S1",
@@ -222,9 +297,29 @@ class Gateway(Construct):
 
     @property
     def url(self) -> str:
-        """The ALB's own URL (https when a certificate is configured)."""
-        scheme = "https" if self.https else "http"
-        return f"{scheme}://{self.load_balancer.load_balancer_dns_name}"
+        """The API's HTTPS URL: CloudFront's name, or the public ALB's own name.
+
+        With a custom domain, use ``https://<api_domain_name>`` instead: the ALB's
+        DNS name does not match the certificate.
+        """
+        if self.distribution is not None:
+            return f"https://{self.distribution.distribution_domain_name}"
+        return f"https://{self.load_balancer.load_balancer_dns_name}"
+
+
+def _certificate(scope: Construct, props: GatewayProps) -> elbv2.ListenerCertificate | None:
+    """The ALB's certificate: the given ARN, one requested for the domain, or none."""
+    if props.certificate_arn is not None:
+        return elbv2.ListenerCertificate.from_arn(props.certificate_arn)
+    if props.domain_name is not None:
+        requested = acm.Certificate(
+            scope,
+            "Certificate",
+            domain_name=props.domain_name,
+            validation=acm.CertificateValidation.from_dns(),
+        )
+        return elbv2.ListenerCertificate.from_certificate_manager(requested)
+    return None
 
 
 def _hide_internal_paths(listener: elbv2.ApplicationListener) -> None:

@@ -13,9 +13,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from cdk.config import ENV_TAG
 from cdk.metrics import DIMENSION, NAMESPACE, QUEUE_DEPTH, QUEUE_OLDEST_AGE, WORKER_HEARTBEAT
-
-ENV_TAG = "tinyllama:env"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -41,17 +41,7 @@ class SsmRegistry(Construct):
 
     def arns(self) -> list[str]:
         """Return the ARNs a reader needs: the path itself and everything below it."""
-        stack = Stack.of(self)
-        name = self.path.lstrip("/")
-        return [
-            stack.format_arn(
-                service="ssm",
-                resource="parameter",
-                resource_name=resource_name,
-                arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-            )
-            for resource_name in (name, f"{name}/*")
-        ]
+        return registry_arns(self, env_name=self.env_name)
 
     def grant_read(self, grantee: iam.IGrantable) -> iam.Grant:
         """Allow ``grantee`` to read (only) this environment's parameters."""
@@ -67,3 +57,18 @@ class SsmRegistry(Construct):
                 "(parameter names are not known to the reader in advance)",
             )
         return grant
+
+
+def registry_arns(scope: Construct, *, env_name: str, prefix: str = "") -> list[str]:
+    """The ARNs of ``/tinyllama/<env>[/<prefix>]`` and of everything below it."""
+    name = parameter_path(env=env_name, key=prefix).strip("/")
+    stack = Stack.of(scope)
+    return [
+        stack.format_arn(
+            service="ssm",
+            resource="parameter",
+            resource_name=resource_name,
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        for resource_name in (name, f"{name}/*")
+    ]

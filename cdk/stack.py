@@ -12,13 +12,15 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from cdk.config import CDK_BOOTSTRAP_QUALIFIER, VPC_CIDR, EnvConfig
+from cdk.config import CDK_BOOTSTRAP_QUALIFIER, ENV_TAG, VPC_CIDR, EnvConfig
+from cdk.dashboard import Dashboard, DashboardProps
 from cdk.deploy_role import DeployRole
 from cdk.gateway import Gateway, GatewayProps
 from cdk.identity import Identity
 from cdk.metrics import NAMESPACE
+from cdk.nag import acknowledge, rendered
 from cdk.network import Network
-from cdk.observability import ENV_TAG, Observability, ObservabilityProps
+from cdk.observability import Observability, ObservabilityProps
 from cdk.redis_queue import Queue
 from cdk.registry import SsmRegistry
 from cdk.worker import Worker, WorkerProps
@@ -118,10 +120,11 @@ class TinyLlamaStack(Stack):
                 idle_stop_minutes=config.worker_idle_stop_minutes,
                 log_retention_days=config.log_retention_days,
                 removal_policy=removal,
+                model_id=config.model_id,
             ),
             vpc=network.vpc,
             subnets=network.private_subnets,
-            image=_image(WORKER_DOCKERFILE),
+            image=_image_asset(self, "WorkerImage", WORKER_DOCKERFILE),
             environment=environment,
             secrets=secrets,
         )
@@ -130,7 +133,8 @@ class TinyLlamaStack(Stack):
             "Gateway",
             props=GatewayProps(
                 certificate_arn=config.certificate_arn,
-                domain_name=config.api_domain_name if config.https else None,
+                domain_name=config.api_domain_name,
+                origin_read_timeout_seconds=config.cloudfront_read_timeout_seconds,
                 cpu=config.gateway_cpu,
                 memory_mib=config.gateway_memory_mib,
                 min_tasks=config.gateway_min_tasks,
@@ -144,6 +148,7 @@ class TinyLlamaStack(Stack):
             ),
             cluster=self.worker.cluster,
             vpc=network.vpc,
+            vpc_cidr=VPC_CIDR,
             public_subnets=network.public_subnets,
             private_subnets=network.private_subnets,
             image=_image(GATEWAY_DOCKERFILE),
@@ -172,6 +177,21 @@ class TinyLlamaStack(Stack):
             worker_cluster_name=self.worker.cluster.cluster_name,
             worker_service_name=self.worker.service.service_name,
         )
+        self.dashboard = Dashboard(
+            self,
+            "Dashboard",
+            props=DashboardProps(
+                env_name=config.name,
+                budget_warn_usd=config.budget_warn_usd,
+                budget_hard_stop_usd=config.budget_hard_stop_usd,
+                budget_monthly_usd=config.budget_monthly_usd,
+            ),
+            load_balancer=self.gateway.load_balancer,
+            distribution=self.gateway.distribution,
+            worker_cluster_name=self.worker.cluster.cluster_name,
+            worker_service_name=self.worker.service.service_name,
+            gpu_group_name=self.worker.auto_scaling_group.auto_scaling_group_name,
+        )
         self.deploy_role = DeployRole(
             self,
             "CiDeploy",
@@ -179,6 +199,11 @@ class TinyLlamaStack(Stack):
             github_environment=config.github_environment,
             create_provider=config.create_github_oidc_provider,
             bootstrap_qualifier=CDK_BOOTSTRAP_QUALIFIER,
+        )
+        self.deploy_role.allow_release_pipeline(
+            registry=self.registry,
+            user_pool=self.identity.user_pool,
+            promote_from=config.promote_from,
         )
         self._grant()
         self._write_registry()
@@ -211,21 +236,29 @@ class TinyLlamaStack(Stack):
                     conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
                 )
             )
-        self.worker.grant_fleet_control(gateway_role)
+        self.worker.grant_fleet_control(gateway_role, env_name=self.config.name)
         if self.config.model_bucket_name:
             bucket = s3.Bucket.from_bucket_name(self, "ModelBucket", self.config.model_bucket_name)
-            worker_role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    sid="ListModels", actions=["s3:ListBucket"], resources=[bucket.bucket_arn]
+            # The worker loads from it; a GPU host prefetches from it while it warms up.
+            for role in (worker_role, self.worker.auto_scaling_group.role):
+                role.add_to_principal_policy(
+                    iam.PolicyStatement(
+                        sid="ListModels", actions=["s3:ListBucket"], resources=[bucket.bucket_arn]
+                    )
                 )
-            )
-            worker_role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    sid="ReadModels",
-                    actions=["s3:GetObject"],
-                    resources=[bucket.arn_for_objects("*")],
+                role.add_to_principal_policy(
+                    iam.PolicyStatement(
+                        sid="ReadModels",
+                        actions=["s3:GetObject"],
+                        resources=[bucket.arn_for_objects("*")],
+                    )
                 )
-            )
+                acknowledge(
+                    role,
+                    f"AwsSolutions-IAM5[Resource::{rendered(self, bucket.arn_for_objects('*'))}]",
+                    reason="reads the model weights: every object of the one configured "
+                    "model bucket (the prefix is the model id's, chosen at deploy)",
+                )
 
     def _write_registry(self) -> None:
         """Publish every cross-component id under ``/tinyllama/<env>/``."""
@@ -248,6 +281,7 @@ class TinyLlamaStack(Stack):
         put(keys.MODEL_ID, c.model_id)
         put(keys.GPU_CLUSTER, self.worker.cluster.cluster_name)
         put(keys.GPU_SERVICE, self.worker.service.service_name)
+        put(keys.GPU_AUTO_SCALING_GROUP, self.worker.auto_scaling_group.auto_scaling_group_name)
         put(keys.GPU_INSTANCE_TYPE, c.gpu_instance_type)
         put(keys.GPU_HOURLY_PRICE_USD, json.dumps(c.gpu_hourly_price_usd))
         put(keys.BUDGET_MONTHLY_USD, json.dumps(c.budget_monthly_usd))
@@ -267,11 +301,26 @@ class TinyLlamaStack(Stack):
             "RegistryPath": self.registry.path,
             "GpuCluster": self.worker.cluster.cluster_name,
             "GpuService": self.worker.service.service_name,
+            "GpuHostGroup": self.worker.auto_scaling_group.auto_scaling_group_name,
             "AlarmTopicArn": self.observability.topic.topic_arn,
             "DeployRoleArn": self.deploy_role.role.role_arn,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
+
+
+def _image_asset(
+    scope: Construct, construct_id: str, dockerfile: str
+) -> ecr_assets.DockerImageAsset:
+    """The image of ``dockerfile``, built from the repo root at deploy time."""
+    return ecr_assets.DockerImageAsset(
+        scope,
+        construct_id,
+        directory=str(REPO_ROOT),
+        file=dockerfile,
+        exclude=ASSET_EXCLUDE,
+        platform=ecr_assets.Platform.LINUX_AMD64,
+    )
 
 
 def _image(dockerfile: str) -> ecs.ContainerImage:

@@ -1,11 +1,19 @@
-"""Worker: the ECS cluster, the GPU capacity provider and the worker service.
+"""Worker: the ECS cluster, the GPU hosts with their warm pool, and the worker service.
 
-The fleet costs nothing at rest: the service's desired count starts at 0,
-the Auto Scaling group's minimum is 0, and ECS managed scaling starts an
-instance only for a task that needs one. The service scales out when the
-gateway's queue-depth metric shows work and back to zero once the queue has
-been empty for ``idle_stop_minutes`` (a safety net behind the gateway's own
-idle stop: even a dead gateway can't leave a GPU running all night).
+At rest no GPU runs: the service's desired count is 0, the Auto Scaling group's
+desired capacity is 0, and the group keeps *stopped* hosts in a warm pool, each
+with the worker image pulled and the model on its volume (``cdk/gpu_host.py``);
+a stopped host bills only its EBS volume. The gateway's fleet backend starts by
+setting both desired counts (a host leaves the pool and boots; ECS places the
+task when its agent registers) and stops by draining the service, then setting
+the group back to 0 (the host is terminated, and the pool prepares a stopped
+replacement in the background). No managed-scaling cool-down sits on either path.
+
+ECS managed scaling stays on as a backstop: the queue-depth alarm sets the
+service's count (a task waits in PROVISIONING until a host registers) and an
+empty queue for ``idle_stop_minutes`` sets it to 0, so even a dead gateway can't
+leave a GPU running all night. Managed termination protection is off: it would
+hold a drained host until managed scaling's own, slower scale-in.
 """
 
 from __future__ import annotations
@@ -13,21 +21,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aws_cdk import Aws, Duration, RemovalPolicy
-from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_autoscaling as autoscaling
-from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from cdk.config import ENV_TAG
+from cdk.gpu_host import (
+    CONTAINER_CACHE_DIR,
+    HOST_CACHE_DIR,
+    LIFECYCLE_HOOK_NAME,
+    add_host_setup,
+)
 from cdk.log_groups import create_log_group
-from cdk.metrics import DIMENSION, NAMESPACE, QUEUE_DEPTH
-from cdk.nag import acknowledge, acknowledge_task_definition
+from cdk.nag import acknowledge, acknowledge_task_definition, rendered
+from cdk.queue_scaling import add_queue_scaling
 
 CONTAINER_NAME = "worker"
 WORKER_COMMAND = ["python", "-m", "services.worker"]
+MODEL_CACHE_VOLUME = "model-cache"
+GPU_VOLUME_THROUGHPUT_MIBPS = 250  # about $5 a month per host above gp3's free 125 MiB/s
+# Long enough to pull a multi-GB image and fetch the model while warming; a host
+# that never completes its action is kept (CONTINUE): slower, but it still serves.
+PREPARE_TIMEOUT = Duration.minutes(30)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +59,10 @@ class WorkerProps:
     idle_stop_minutes: int
     log_retention_days: int
     removal_policy: RemovalPolicy
+    model_id: str
+    # Return a host to the warm pool on scale-in (stopped, prepared) rather than
+    # terminating it and preparing a fresh one. See cdk/README.md for the ECS caveat.
+    reuse_on_scale_in: bool = True
 
 
 class Worker(Construct):
@@ -54,7 +76,7 @@ class Worker(Construct):
         props: WorkerProps,
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
-        image: ecs.ContainerImage,
+        image: ecr_assets.DockerImageAsset,
         environment: dict[str, str],
         secrets: dict[str, ecs.Secret],
     ) -> None:
@@ -76,6 +98,15 @@ class Worker(Construct):
             self, "Logs", days=props.log_retention_days, removal_policy=props.removal_policy
         )
         instance_role = self._instance_role()
+        image.repository.grant_pull(instance_role)  # the host pulls it while warming
+        user_data = ec2.UserData.for_linux()
+        add_host_setup(
+            user_data,
+            worker_image=image.image_uri,
+            model_id=props.model_id,
+            env_name=props.env_name,
+            region=Aws.REGION,
+        )
         launch_template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
@@ -85,7 +116,7 @@ class Worker(Construct):
             # CDK would add ``ecs:Submit*`` to this role; the explicit policy in
             # _instance_role names each action instead.
             role=instance_role.without_policy_updates(),
-            user_data=ec2.UserData.for_linux(),
+            user_data=user_data,
             require_imdsv2=True,
             detailed_monitoring=True,
             block_devices=[
@@ -95,6 +126,9 @@ class Worker(Construct):
                         100,
                         encrypted=True,
                         volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        # The model is read from this volume at every start: 250 MiB/s
+                        # (gp3's baseline is 125) loads TinyLlama's 2.2 GB in about 9 s.
+                        throughput=GPU_VOLUME_THROUGHPUT_MIBPS,
                         delete_on_termination=True,
                     ),
                 )
@@ -108,13 +142,35 @@ class Worker(Construct):
             launch_template=launch_template,
             min_capacity=0,
             max_capacity=props.max_instances,
+            # Hosts in service and warm-pool sizes for the dashboard (1-minute, no charge).
+            group_metrics=[autoscaling.GroupMetrics.all()],
         )
+        # Stopped hosts, as many as the group may still start (max - desired). A host
+        # that is scaled in is terminated and the pool prepares a fresh one: Amazon ECS
+        # does not support returning instances to the pool (ReuseOnScaleIn).
+        self.warm_pool = self.auto_scaling_group.add_warm_pool(
+            min_size=0,
+            pool_state=autoscaling.PoolState.STOPPED,
+            reuse_on_scale_in=False,
+        )
+        # Holds each host until its lifecycle script says it is prepared (entering the
+        # pool) or booted (leaving it); the script answers within seconds of each move.
+        self.prepare_hook = self.auto_scaling_group.add_lifecycle_hook(
+            "Prepare",
+            lifecycle_hook_name=LIFECYCLE_HOOK_NAME,
+            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_LAUNCHING,
+            heartbeat_timeout=PREPARE_TIMEOUT,
+            default_result=autoscaling.DefaultResult.CONTINUE,
+        )
+        self._allow_lifecycle_actions(instance_role)
         self.capacity_provider = ecs.AsgCapacityProvider(
             self,
             "GpuCapacity",
             auto_scaling_group=self.auto_scaling_group,
             enable_managed_scaling=True,
-            enable_managed_termination_protection=True,
+            # Protection would keep a drained host running until managed scaling's own
+            # scale-in; managed draining only empties a host the backend already drained.
+            enable_managed_termination_protection=False,
             enable_managed_draining=True,
             target_capacity_percent=100,
             machine_image_type=ecs.MachineImageType.AMAZON_LINUX_2,
@@ -123,15 +179,20 @@ class Worker(Construct):
         acknowledge(
             self.auto_scaling_group,
             "AwsSolutions-AS3",
-            reason="ECS managed scaling drives this group; fleet start/stop is reported "
-            "by the WorkerRunning/WorkerSilent alarms and the gateway, not ASG emails",
+            reason="the gateway's fleet backend and ECS managed scaling drive this group; "
+            "fleet start/stop is reported by the WorkerRunning/WorkerSilent alarms and the "
+            "dashboard, not ASG emails",
         )
         self.task_definition = ecs.Ec2TaskDefinition(
             self, "Task", network_mode=ecs.NetworkMode.AWS_VPC
         )
-        self.task_definition.add_container(
+        # The host folder the lifecycle script prefetched the model into.
+        self.task_definition.add_volume(
+            name=MODEL_CACHE_VOLUME, host=ecs.Host(source_path=HOST_CACHE_DIR)
+        )
+        container = self.task_definition.add_container(
             CONTAINER_NAME,
-            image=image,
+            image=ecs.ContainerImage.from_docker_image_asset(image),
             command=WORKER_COMMAND,
             gpu_count=1,
             memory_reservation_mib=props.memory_reservation_mib,
@@ -139,6 +200,13 @@ class Worker(Construct):
             secrets=secrets,
             logging=ecs.LogDriver.aws_logs(stream_prefix="worker", log_group=self.log_group),
             stop_timeout=Duration.seconds(120),  # SIGTERM lets ARQ re-queue the job
+        )
+        container.add_mount_points(
+            ecs.MountPoint(
+                container_path=CONTAINER_CACHE_DIR,
+                source_volume=MODEL_CACHE_VOLUME,
+                read_only=False,
+            )
         )
         self.security_group = ec2.SecurityGroup(
             self,
@@ -164,7 +232,14 @@ class Worker(Construct):
             ],
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
         )
-        self._add_queue_scaling(props)
+        self.scale_out_alarm, self.scale_in_alarm = add_queue_scaling(
+            self,
+            cluster=self.cluster,
+            service=self.service,
+            env_name=props.env_name,
+            max_tasks=props.max_instances,
+            idle_stop_minutes=props.idle_stop_minutes,
+        )
         acknowledge_task_definition(self.task_definition)
 
     def _instance_role(self) -> iam.Role:
@@ -220,87 +295,73 @@ class Worker(Construct):
         )
         return role
 
-    def _add_queue_scaling(self, props: WorkerProps) -> None:
-        """Scale 0 -> 1..max on queue depth, and back to 0 after an idle period."""
-        target = appscaling.ScalableTarget(
+    def _allow_lifecycle_actions(self, instance_role: iam.Role) -> None:
+        """Hosts may complete lifecycle actions of their own group only.
+
+        A separate policy: the group must exist to be named, and the launch
+        template (which the group needs) already carries the role.
+        """
+        group_arn = self.auto_scaling_group.auto_scaling_group_arn
+        policy = iam.Policy(
             self,
-            "TaskCount",
-            service_namespace=appscaling.ServiceNamespace.ECS,
-            scalable_dimension="ecs:service:DesiredCount",
-            resource_id=f"service/{self.cluster.cluster_name}/{self.service.service_name}",
-            min_capacity=0,
-            max_capacity=props.max_instances,
-            role=iam.Role.from_role_arn(
-                self,
-                "ScalingRole",
-                f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/aws-service-role/"
-                "ecs.application-autoscaling.amazonaws.com/"
-                "AWSServiceRoleForApplicationAutoScaling_ECSService",
-            ),
+            "LifecyclePolicy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="CompleteOwnLifecycleActions",
+                    actions=["autoscaling:CompleteLifecycleAction"],
+                    resources=[group_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="FindOwnGroup",
+                    actions=["autoscaling:DescribeAutoScalingInstances"],
+                    resources=["*"],  # Describe* has no resource-level permissions
+                ),
+            ],
         )
-        target.node.add_dependency(self.service)
-        depth = cloudwatch.Metric(
-            namespace=NAMESPACE,
-            metric_name=QUEUE_DEPTH,
-            dimensions_map={DIMENSION: props.env_name},
-            statistic="Maximum",
-            period=Duration.minutes(1),
+        policy.attach_to_role(instance_role)
+        acknowledge(
+            policy,
+            f"AwsSolutions-IAM5[Resource::{rendered(self, group_arn)}]",
+            reason="the group ARN's id part is unknown before creation; the name pins it",
         )
-        # Missing data means nobody is queueing work: count it as an empty queue.
-        filled = cloudwatch.MathExpression(
-            expression="FILL(depth, 0)",
-            using_metrics={"depth": depth},
-            label="QueueDepth (missing = 0)",
-            period=Duration.minutes(1),
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            reason="autoscaling:DescribeAutoScalingInstances has no resource-level "
+            "permissions; the host only looks up its own group name",
         )
 
-        scale_out = appscaling.StepScalingAction(
-            self,
-            "ScaleOut",
-            scaling_target=target,
-            adjustment_type=appscaling.AdjustmentType.EXACT_CAPACITY,
-            cooldown=Duration.minutes(1),
-            metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
-        )
-        scale_out.add_adjustment(adjustment=1, lower_bound=0, upper_bound=20)
-        scale_out.add_adjustment(adjustment=props.max_instances, lower_bound=20)
-        self.scale_out_alarm = cloudwatch.Alarm(
-            self,
-            "QueueHasWork",
-            metric=depth,
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description="Jobs are waiting: start the GPU worker",
-        )
-        self.scale_out_alarm.add_alarm_action(cw_actions.ApplicationScalingAction(scale_out))
+    def grant_fleet_control(self, grantee: iam.IGrantable, *, env_name: str) -> None:
+        """Let ``grantee`` start and stop this fleet, and nothing else.
 
-        scale_in = appscaling.StepScalingAction(
-            self,
-            "ScaleToZero",
-            scaling_target=target,
-            adjustment_type=appscaling.AdjustmentType.EXACT_CAPACITY,
-            cooldown=Duration.minutes(5),
-            metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
-        )
-        scale_in.add_adjustment(adjustment=0, upper_bound=0)
-        self.scale_in_alarm = cloudwatch.Alarm(
-            self,
-            "QueueIdle",
-            metric=filled,
-            threshold=0,
-            evaluation_periods=props.idle_stop_minutes,
-            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
-            alarm_description=f"Queue empty for {props.idle_stop_minutes} min: stop the GPU",
-        )
-        self.scale_in_alarm.add_alarm_action(cw_actions.ApplicationScalingAction(scale_in))
-
-    def grant_fleet_control(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` read and set this worker service's desired count only."""
-        return iam.Grant.add_to_principal(
+        The worker service's desired count; the GPU group's desired capacity (its
+        ARN, and its environment tag, both pinned); describing the group, which
+        AWS allows only on every group.
+        """
+        iam.Grant.add_to_principal(
             grantee=grantee,
             actions=["ecs:DescribeServices", "ecs:UpdateService"],
             resource_arns=[self.service.service_arn],
+        )
+        group_arn = self.auto_scaling_group.auto_scaling_group_arn
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="StartStopGpuHosts",
+                actions=["autoscaling:SetDesiredCapacity"],
+                resources=[group_arn],
+                conditions={"StringEquals": {f"autoscaling:ResourceTag/{ENV_TAG}": env_name}},
+            )
+        )
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadGpuHosts",
+                actions=["autoscaling:DescribeAutoScalingGroups"],
+                resources=["*"],  # Describe* has no resource-level permissions
+            )
+        )
+        acknowledge(
+            grantee.grant_principal,  # type: ignore[arg-type]
+            f"AwsSolutions-IAM5[Resource::{rendered(self, group_arn)}]",
+            reason="the group ARN's id part is unknown before creation; its name and "
+            "environment tag pin the one GPU group",
         )

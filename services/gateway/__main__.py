@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from services.gateway.fleet.backends import EcsFleet, FleetBackend, LocalFleet, NoFleet
+from services.gateway.fleet.backends import AwsFleet, FleetBackend, LocalFleet, NoFleet
 from services.gateway.http.app import create_app
 from services.gateway.http.server import serve
 from services.gateway.settings import GatewaySettings, load_settings
@@ -21,8 +21,12 @@ def build_backend(settings: GatewaySettings, *, environ: Mapping[str, str]) -> F
     if settings.fleet == "local":
         return LocalFleet(environ=environ)
     if settings.fleet == "aws":
-        return EcsFleet(
-            cluster=settings.gpu_cluster, service=settings.gpu_service, desired=settings.gpu_workers
+        return AwsFleet(
+            cluster=settings.gpu_cluster,
+            service=settings.gpu_service,
+            auto_scaling_group=settings.gpu_auto_scaling_group,
+            desired=settings.gpu_workers,
+            drain_timeout_s=settings.gpu_drain_timeout_s,
         )
     return NoFleet()
 

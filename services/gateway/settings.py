@@ -22,6 +22,7 @@ REGISTRY_SOURCES: dict[str, str] = {
     keys.GATEWAY_RATE_LIMIT: "TINYLLAMA_RATE_LIMIT",
     keys.GPU_CLUSTER: "TINYLLAMA_GPU_CLUSTER",
     keys.GPU_SERVICE: "TINYLLAMA_GPU_SERVICE",
+    keys.GPU_AUTO_SCALING_GROUP: "TINYLLAMA_GPU_AUTO_SCALING_GROUP",
     keys.GPU_INSTANCE_TYPE: "TINYLLAMA_GPU_INSTANCE_TYPE",
     keys.GPU_HOURLY_PRICE_USD: "TINYLLAMA_GPU_HOURLY_PRICE",
     keys.BUDGET_WARN_USD: "TINYLLAMA_BUDGET_WARN_USD",
@@ -72,6 +73,8 @@ class GatewaySettings:
     gpu_workers: int = 1
     gpu_cluster: str = ""
     gpu_service: str = ""
+    gpu_auto_scaling_group: str = ""  # the GPU hosts' group (warm pool); "" = ECS scales them
+    gpu_drain_timeout_s: float = 8.0  # a stop waits this long for worker tasks, then stops hosts
     gpu_instance_type: str = "g5.xlarge"
     gpu_hourly_price_usd: float = 1.006
     budget_warn_usd: float = 0.0
@@ -102,6 +105,8 @@ def load_settings(environ: Mapping[str, str]) -> GatewaySettings:
             "fleet": ("TINYLLAMA_FLEET", str),
             "gpu_cluster": ("TINYLLAMA_GPU_CLUSTER", str),
             "gpu_service": ("TINYLLAMA_GPU_SERVICE", str),
+            "gpu_auto_scaling_group": ("TINYLLAMA_GPU_AUTO_SCALING_GROUP", str),
+            "gpu_drain_timeout_s": ("TINYLLAMA_GPU_DRAIN_TIMEOUT", float),
             "gpu_instance_type": ("TINYLLAMA_GPU_INSTANCE_TYPE", str),
             "port": ("TINYLLAMA_PORT", int),
             "jwt_leeway_s": ("TINYLLAMA_JWT_LEEWAY", int),

@@ -17,7 +17,7 @@ from services.protocol import names
 from services.protocol.names import FleetField as F
 from services.protocol.scripts import LuaScript, lua_string
 
-STATES = ("stopped", "starting", "ready", "draining")
+STATES = names.FLEET_STATES
 
 FLEET_LUA = f"""
 local function fleet_state(fleet)

@@ -104,6 +104,11 @@ SERVED_MODEL_KEY = f"{KEY_PREFIX}:served-model"
 FLEET_LOCK = f"{KEY_PREFIX}:fleet:lock"  # the one controller across gateway replicas
 
 
+# The fleet's states, in order (the state machine in services/gateway/fleet/rules.py;
+# CloudWatch's FleetState metric publishes a state as its index here).
+FLEET_STATES = ("stopped", "starting", "ready", "draining")
+
+
 class FleetField:
     """The fields of the fleet's hash (``FLEET_KEY``)."""
 

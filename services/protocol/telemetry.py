@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from services.protocol.names import FLEET_STATES
+
 Kind = Literal["counter", "gauge", "histogram"]
 
 
@@ -108,12 +110,36 @@ class WorkerMetricNames:
     )
 
 
-# CloudWatch: namespace, dimension and the custom metrics, published once a minute.
+# CloudWatch: namespace, dimension and the custom metrics, published once a minute
+# (the stack's alarms, scaling policies and dashboard read these names).
 CLOUDWATCH_NAMESPACE = "TinyLlama"
 CLOUDWATCH_DIMENSION = "Environment"
+OUTCOME_DIMENSION = "Outcome"  # JOBS only: a finish reason (stop, length) or an error code
 QUEUE_DEPTH = "QueueDepth"  # gateway: live jobs queued or running (Maximum per minute)
 QUEUE_OLDEST_AGE = "QueueOldestJobAgeSeconds"  # gateway: age of the oldest queued job
+FLEET_STATE = "FleetState"  # gateway: the fleet's state as its index in FLEET_STATE_CODES
+MONTH_GPU_SECONDS = "MonthGpuSeconds"  # gateway: GPU seconds metered this month (environment)
+MONTH_COST_USD = "MonthToDateCostUsd"  # gateway: month-to-date GPU cost estimate, dollars
 WORKER_HEARTBEAT = "WorkerHeartbeat"  # worker: 1 per warm worker per minute
+JOBS = "Jobs"  # worker: jobs finished in the minute, by OUTCOME_DIMENSION
+TIME_TO_FIRST_TOKEN = "TimeToFirstTokenSeconds"  # worker: one value per job (percentiles)
+E2E_LATENCY = "EndToEndLatencySeconds"  # worker: enqueue to final result, one value per job
+GENERATED_TOKENS = "GeneratedTokens"  # worker: tokens generated in the minute (Sum)
+
+FLEET_STATE_CODES = FLEET_STATES  # FleetState's value is the state's index here
+
+CLOUDWATCH_METRICS: tuple[str, ...] = (
+    QUEUE_DEPTH,
+    QUEUE_OLDEST_AGE,
+    FLEET_STATE,
+    MONTH_GPU_SECONDS,
+    MONTH_COST_USD,
+    WORKER_HEARTBEAT,
+    JOBS,
+    TIME_TO_FIRST_TOKEN,
+    E2E_LATENCY,
+    GENERATED_TOKENS,
+)
 
 
 def prometheus(metric: Metric, *, registry: Any, buckets: tuple[float, ...] | None = None) -> Any:
@@ -129,11 +155,35 @@ def prometheus(metric: Metric, *, registry: Any, buckets: tuple[float, ...] | No
     )
 
 
-def cloudwatch_datum(*, name: str, env: str, value: float, unit: str) -> dict[str, object]:
+def cloudwatch_datum(
+    *, name: str, env: str, value: float, unit: str, outcome: str | None = None
+) -> dict[str, object]:
     """One ``put_metric_data`` datum with the environment dimension the stack reads."""
-    return {
-        "MetricName": name,
-        "Dimensions": [{"Name": CLOUDWATCH_DIMENSION, "Value": env}],
-        "Value": value,
-        "Unit": unit,
-    }
+    dimensions = [{"Name": CLOUDWATCH_DIMENSION, "Value": env}]
+    if outcome is not None:
+        dimensions.append({"Name": OUTCOME_DIMENSION, "Value": outcome})
+    return {"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": unit}
+
+
+def cloudwatch_values(*, name: str, env: str, values: list[float]) -> list[dict[str, object]]:
+    """Raw per-job seconds as ``Values``/``Counts`` datums, so CloudWatch has percentiles.
+
+    Values are rounded (10 ms under 1 s, 100 ms under 10 s, 1 s above) so a busy minute
+    fits the 150 distinct values one datum may carry; more are split across datums.
+    """
+    counts: dict[float, int] = {}
+    for value in values:
+        step = 0.01 if value < 1 else 0.1 if value < 10 else 1.0
+        key = round(round(value / step) * step, 2)
+        counts[key] = counts.get(key, 0) + 1
+    items = sorted(counts.items())
+    return [
+        {
+            "MetricName": name,
+            "Dimensions": [{"Name": CLOUDWATCH_DIMENSION, "Value": env}],
+            "Values": [v for v, _ in items[i : i + 150]],
+            "Counts": [float(c) for _, c in items[i : i + 150]],
+            "Unit": "Seconds",
+        }
+        for i in range(0, len(items), 150)
+    ]

@@ -31,12 +31,19 @@ MODEL_ID = "model/id"
 
 GPU_CLUSTER = "gpu/cluster"
 GPU_SERVICE = "gpu/service"
+GPU_AUTO_SCALING_GROUP = "gpu/auto-scaling-group"  # the GPU hosts and their warm pool
 GPU_INSTANCE_TYPE = "gpu/instance-type"
 GPU_HOURLY_PRICE_USD = "gpu/hourly-price-usd"
 
 BUDGET_MONTHLY_USD = "budget/monthly-usd"
 BUDGET_WARN_USD = "budget/warn-usd"
 BUDGET_HARD_STOP_USD = "budget/hard-stop-usd"
+
+# Written by the deploy pipeline, not by CDK (so not in ALL_KEYS, which the stack
+# writes): the commit that passed this environment. `registry promote --prefix release`
+# carries it to the next environment (.github/workflows/deploy.yml).
+RELEASE_PREFIX = "release"
+RELEASE_COMMIT = f"{RELEASE_PREFIX}/commit"
 
 ALL_KEYS: tuple[str, ...] = (
     API_URL,
@@ -56,6 +63,7 @@ ALL_KEYS: tuple[str, ...] = (
     MODEL_ID,
     GPU_CLUSTER,
     GPU_SERVICE,
+    GPU_AUTO_SCALING_GROUP,
     GPU_INSTANCE_TYPE,
     GPU_HOURLY_PRICE_USD,
     BUDGET_MONTHLY_USD,

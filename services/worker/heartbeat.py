@@ -19,6 +19,7 @@ from services.worker.backends import ServingEngine
 from services.worker.engine import measure_rate
 from services.worker.leases import Leases
 from services.worker.metering import add_gpu_seconds
+from services.worker.metrics import WorkerMetrics
 from services.worker.outage import Outage
 from services.worker.settings import WorkerSettings
 
@@ -107,20 +108,31 @@ async def run_heartbeats(
 
 
 async def publish_heartbeat_metric(
-    *, env: str, ready: asyncio.Event, period_s: float = 60.0, client: object | None = None
+    *,
+    env: str,
+    ready: asyncio.Event,
+    period_s: float = 60.0,
+    client: object | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> None:
     """Forever: WorkerHeartbeat=1 to CloudWatch once a minute while the model is warm.
 
     The stack's WorkerSilent alarm fires when a worker task runs but this goes quiet.
+    With ``metrics``, the minute's jobs go along (outcomes, time to first token,
+    end-to-end latency, tokens generated) for the dashboard.
     """
     if client is None:
         client = aws_client("cloudwatch")
-    datum = [cloudwatch_datum(name=WORKER_HEARTBEAT, env=env, value=1.0, unit="Count")]
+    beat = cloudwatch_datum(name=WORKER_HEARTBEAT, env=env, value=1.0, unit="Count")
     while True:
         if ready.is_set():
+            data = [beat]
+            if metrics is not None:
+                data += metrics.drain_minute().datums(env=env)
             try:
+                # PutMetricData takes at most 1000 datums per call; a minute has far fewer.
                 await asyncio.to_thread(
-                    client.put_metric_data, Namespace=CLOUDWATCH_NAMESPACE, MetricData=datum
+                    client.put_metric_data, Namespace=CLOUDWATCH_NAMESPACE, MetricData=data
                 )
             except Exception as exc:  # an AWS hiccup must not stop the worker
                 log.warning("heartbeat metric failed: %s", exc)

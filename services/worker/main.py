@@ -181,7 +181,9 @@ async def serve(settings: WorkerSettings) -> None:
     worker: Worker | None = None
     writer = StreamWriter(redis, delivery_timeout_s=settings.delivery_timeout_s)
     cloudwatch = (
-        asyncio.create_task(publish_heartbeat_metric(env=settings.env, ready=ready))
+        asyncio.create_task(
+            publish_heartbeat_metric(env=settings.env, ready=ready, metrics=metrics)
+        )
         if settings.publish_metrics
         else None
     )

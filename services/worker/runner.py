@@ -260,7 +260,7 @@ async def _generate(
         message = f"{exc}{capped if asked > max_new else ''}"
         await publisher.finish(ErrorEvent(code=exc.code, message=message))
         if engine.metrics is not None:
-            engine.metrics.jobs.labels(outcome=exc.code).inc()
+            engine.metrics.observe_failure(exc.code)
         return "failed"
     done_ids, shown, seq = await publisher.previous_tokens()
     text = TextStream(tokenizer, stop=list(request.stop), prefix_ids=done_ids, shown=shown)

@@ -106,7 +106,7 @@ def synthesize(config: EnvConfig, outdir: Path) -> Synthesized:
 
 @pytest.fixture(scope="session")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """``dev`` as configured: no certificate, so plain HTTP at the ALB."""
+    """``dev`` as configured: no domain, so CloudFront in front of an internal ALB."""
     return synthesize(load_config("dev"), tmp_path_factory.mktemp("dev.out"))
 
 

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from cdk.app import config_from_context
-from cdk.config import ENVIRONMENTS, ConfigError, load_config, with_overrides
+from cdk.config import (
+    ENVIRONMENTS,
+    MIN_ORIGIN_READ_TIMEOUT_S,
+    ConfigError,
+    load_config,
+    with_overrides,
+)
+from services.gateway.settings import GatewaySettings
 from tests.infra.conftest import TEST_CERTIFICATE_ARN, new_app
 
 
@@ -40,13 +47,13 @@ def test_app_context_certificate_overrides_table(tmp_path: Path) -> None:
         new_app(tmp_path, env="prod", certificate_arn=TEST_CERTIFICATE_ARN)
     )
     assert config.certificate_arn == TEST_CERTIFICATE_ARN
-    assert config.https
+    assert config.edge == "alb"
 
 
-def test_https_environment_without_certificate_or_domain_is_refused() -> None:
-    """qa (no certificate, no domain) never falls back to plain HTTP: no stack."""
-    with pytest.raises(ConfigError, match="requires HTTPS"):
-        load_config("qa")
+def test_environment_without_domain_gets_https_from_cloudfront() -> None:
+    """dev and qa (no certificate, no domain) are served by CloudFront; prod by its own domain."""
+    assert load_config("dev").edge == load_config("qa").edge == "cloudfront"
+    assert load_config("prod").edge == "alb"
 
 
 def test_prod_requests_a_dns_validated_certificate_for_its_domain(tmp_path: Path) -> None:
@@ -95,3 +102,21 @@ def test_nat_defaults_to_zero() -> None:
     assert all(
         load_config(n, certificate_arn=TEST_CERTIFICATE_ARN).nat_gateways == 0 for n in ENVIRONMENTS
     )
+
+
+def test_origin_read_timeout_outlasts_sync_waits_and_sse_pings() -> None:
+    """CloudFront's read timeout must exceed the gateway's sync wait and two SSE pings, max 120."""
+    assert MIN_ORIGIN_READ_TIMEOUT_S > GatewaySettings.wait_timeout_s
+    assert MIN_ORIGIN_READ_TIMEOUT_S > 2 * GatewaySettings.sse_ping_s
+    dev = load_config("dev")
+    for bad in (MIN_ORIGIN_READ_TIMEOUT_S - 1, 121):
+        with pytest.raises(ConfigError, match="cloudfront_read_timeout_seconds"):
+            with_overrides(dev, cloudfront_read_timeout_seconds=bad)
+
+
+def test_promotion_comes_from_another_known_environment() -> None:
+    """qa deploys what passed dev, prod what passed qa; nothing promotes from itself."""
+    assert [load_config(n).promote_from for n in ("dev", "qa", "prod")] == [None, "dev", "qa"]
+    for bad in ("qa", "staging"):
+        with pytest.raises(ConfigError, match="promote_from"):
+            with_overrides(load_config("qa"), promote_from=bad)

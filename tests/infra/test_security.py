@@ -17,6 +17,8 @@ STAR_RESOURCE_ACTIONS = {
     "ecs:Poll",
     "ecs:StartTelemetrySession",  # limited by the ecs:cluster condition
     "cloudwatch:PutMetricData",  # limited by the cloudwatch:namespace condition
+    "autoscaling:DescribeAutoScalingGroups",  # the gateway reads the GPU group's state
+    "autoscaling:DescribeAutoScalingInstances",  # a GPU host looks up its own group
 }
 
 
@@ -110,12 +112,20 @@ def test_put_metric_data_is_limited_to_our_namespace(env: Synthesized) -> None:
         assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": NAMESPACE}}
 
 
+def _task_role_ids(env: Synthesized) -> set[str]:
+    return {
+        env.logical_id(task.task_role.node.default_child)
+        for task in (env.stack.gateway.task_definition, env.stack.worker.task_definition)
+    }
+
+
 def test_ssm_reads_only_on_env_registry_path(env: Synthesized) -> None:
-    """Every SSM grant is a read on /tinyllama/<env> and /tinyllama/<env>/* only."""
+    """Every SSM grant of the task roles is a read on /tinyllama/<env> and /tinyllama/<env>/*."""
     path = f"arn:aws:ssm:us-east-1:<AWS::AccountId>:parameter/tinyllama/{env.config.name}"
     found = [
         s
-        for _, s in identity_statements(env.json)
+        for role_id in _task_role_ids(env)
+        for s in statements_of_role(env.json, role_id)
         if any(a.startswith("ssm:") for a in as_list(s["Action"]))
     ]
     assert len(found) == 2  # gateway and worker task roles
@@ -123,6 +133,22 @@ def test_ssm_reads_only_on_env_registry_path(env: Synthesized) -> None:
         assert sorted(as_list(statement["Action"])) == sorted(READ_ACTIONS)
         resources = [flatten(r) for r in statement["Resource"]]
         assert resources == [path, f"{path}/*"]
+
+
+def test_only_the_deploy_role_writes_the_registry_and_only_release_keys(env: Synthesized) -> None:
+    """No role but CI's may PutParameter, and only under /tinyllama/<env>/release/."""
+    deploy_role = env.logical_id(env.stack.deploy_role.role.node.default_child)
+    writes = [
+        (logical_id, s)
+        for logical_id, s in identity_statements(env.json)
+        if "ssm:PutParameter" in as_list(s["Action"])
+    ]
+    ((policy_id, statement),) = writes
+    assert {"Ref": deploy_role} in env.json["Resources"][policy_id]["Properties"]["Roles"]
+    assert as_list(statement["Action"]) == ["ssm:PutParameter"]
+    assert flatten(statement["Resource"]).endswith(
+        f":parameter/tinyllama/{env.config.name}/release/*"
+    )
 
 
 def test_task_roles_read_registry(env: Synthesized) -> None:
@@ -190,9 +216,10 @@ def test_deploy_role_trusts_only_the_configured_repo(env: Synthesized) -> None:
 
 
 def test_deploy_role_can_only_assume_cdk_bootstrap_roles(env: Synthesized) -> None:
-    """The CI role's only power is assuming this account's cdk-hnb659fds-* roles."""
+    """The CI role deploys only through this account's cdk-hnb659fds-* roles."""
     role_id = env.logical_id(env.stack.deploy_role.role.node.default_child)
-    (statement,) = statements_of_role(env.json, role_id)
+    statements = statements_of_role(env.json, role_id)
+    (statement,) = [s for s in statements if "sts:AssumeRole" in as_list(s["Action"])]
     assert sorted(statement["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
     assert flatten(statement["Resource"]) == (
         "arn:<AWS::Partition>:iam::<AWS::AccountId>:role/"
@@ -224,7 +251,7 @@ def _paths(rule: dict) -> set[str]:
 def test_metrics_is_never_forwarded_by_a_public_listener(env: Synthesized) -> None:
     """Every public listener answers /metrics and /metrics/* with a fixed 404, before any rule."""
     listeners = env.resources("AWS::ElasticLoadBalancingV2::Listener")
-    assert len(listeners) == (2 if env.stack.gateway.https else 1)
+    assert len(listeners) == (2 if env.config.edge == "alb" else 1)
     for listener_id in listeners:
         rules = _rules_of(env, listener_id)
         (hiding,) = [r for r in rules if _paths(r) >= {"/metrics", "/metrics/*"}]
@@ -235,11 +262,56 @@ def test_metrics_is_never_forwarded_by_a_public_listener(env: Synthesized) -> No
         assert hiding["Priority"] == min(r["Priority"] for r in rules) == 1
 
 
-def test_plain_http_listener_without_certificate_hides_metrics_too(dev: Synthesized) -> None:
-    """With no certificate the HTTP listener forwards to the gateway, except /metrics."""
+def test_internal_listener_behind_cloudfront_hides_metrics_too(dev: Synthesized) -> None:
+    """CloudFront's origin (the internal HTTP listener) forwards to the gateway, except /metrics."""
     ((listener_id, listener),) = dev.resources("AWS::ElasticLoadBalancingV2::Listener").items()
     assert listener["Properties"]["Protocol"] == "HTTP"
     assert [a["Type"] for a in listener["Properties"]["DefaultActions"]] == ["forward"]
     (rule,) = _rules_of(dev, listener_id)
     assert _paths(rule) == {"/metrics", "/metrics/*"}
     assert rule["Actions"][0]["Type"] == "fixed-response"
+
+
+def test_no_internet_facing_listener_forwards_plain_http(env: Synthesized) -> None:
+    """An internet-facing HTTP listener only redirects: nothing reaches /infer in clear."""
+    (alb_id,) = env.resources("AWS::ElasticLoadBalancingV2::LoadBalancer")
+    public = env.json["Resources"][alb_id]["Properties"]["Scheme"] == "internet-facing"
+    for listener_id, listener in env.resources("AWS::ElasticLoadBalancingV2::Listener").items():
+        props = listener["Properties"]
+        if not public or props["Protocol"] != "HTTP":
+            continue
+        assert [a["Type"] for a in props["DefaultActions"]] == ["redirect"]
+        for rule in _rules_of(env, listener_id):
+            assert all(a["Type"] != "forward" for a in rule["Actions"])
+    assert public == (env.config.edge == "alb")
+
+
+def test_deploy_role_does_only_what_the_pipeline_needs(env: Synthesized) -> None:
+    """Besides deploying: read its registry, promote releases, read the machine client."""
+    role_id = env.logical_id(env.stack.deploy_role.role.node.default_child)
+    statements = statements_of_role(env.json, role_id)
+    actions = {a for s in statements for a in as_list(s["Action"])}
+    assert actions == {
+        "sts:AssumeRole",
+        "sts:TagSession",
+        *READ_ACTIONS,
+        "ssm:PutParameter",
+        "cognito-idp:DescribeUserPoolClient",
+    }
+    (describe,) = [
+        s for s in statements if "cognito-idp:DescribeUserPoolClient" in as_list(s["Action"])
+    ]
+    pool = env.logical_id(env.stack.identity.user_pool.node.default_child)
+    assert describe["Resource"] == {"Fn::GetAtt": [pool, "Arn"]}
+    reads = {
+        flatten(r)
+        for s in statements
+        if "ssm:GetParametersByPath" in as_list(s["Action"])
+        for r in as_list(s["Resource"])
+    }
+    own = f"arn:aws:ssm:us-east-1:<AWS::AccountId>:parameter/tinyllama/{env.config.name}"
+    expected = {own, f"{own}/*"}
+    if env.config.promote_from:
+        source = own.rsplit("/", 1)[0] + f"/{env.config.promote_from}/release"
+        expected |= {source, f"{source}/*"}
+    assert reads == expected

@@ -54,11 +54,42 @@ def test_https_listener_and_http_redirect(prod: Synthesized) -> None:
     prod.template.resource_count_is("AWS::ElasticLoadBalancingV2::Listener", 2)
 
 
-def test_dev_without_certificate_serves_plain_http_only(dev: Synthesized) -> None:
-    """dev with no certificate: one HTTP listener, no fake HTTPS."""
-    (listener,) = dev.props("AWS::ElasticLoadBalancingV2::Listener")
-    assert (listener["Port"], listener["Protocol"]) == (80, "HTTP")
-    assert dev.stack.gateway.url.startswith("http://")
+def test_dev_without_domain_serves_https_through_cloudfront(dev: Synthesized) -> None:
+    """dev (no domain): CloudFront terminates HTTPS and reaches an internal ALB as a VPC origin."""
+    ((_, distribution),) = dev.resources("AWS::CloudFront::Distribution").items()
+    config = distribution["Properties"]["DistributionConfig"]
+    behavior = config["DefaultCacheBehavior"]
+    assert behavior["ViewerProtocolPolicy"] == "https-only"
+    assert set(behavior["AllowedMethods"]) >= {"GET", "POST", "DELETE", "OPTIONS"}
+    # Managed policies: CachingDisabled, AllViewerExceptHostHeader (forwards Authorization).
+    assert behavior["CachePolicyId"] == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+    assert behavior["OriginRequestPolicyId"] == "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+    (origin,) = config["Origins"]
+    alb_id = dev.logical_id(dev.stack.gateway.load_balancer.node.default_child)
+    assert ref_id(origin["DomainName"]) == alb_id
+    vpc_origin = origin["VpcOriginConfig"]
+    assert vpc_origin["OriginReadTimeout"] == dev.config.cloudfront_read_timeout_seconds
+    assert ref_id(vpc_origin["VpcOriginId"]) in dev.resources("AWS::CloudFront::VpcOrigin")
+    (endpoint,) = dev.props("AWS::CloudFront::VpcOrigin")
+    assert ref_id(endpoint["VpcOriginEndpointConfig"]["Arn"]) == alb_id
+    assert dev.stack.gateway.url.startswith("https://")
+
+
+def test_dev_has_no_internet_facing_listener(dev: Synthesized) -> None:
+    """dev's ALB is internal: its one HTTP listener is reachable from inside the VPC only."""
+    (alb,) = dev.props("AWS::ElasticLoadBalancingV2::LoadBalancer")
+    assert alb["Scheme"] == "internal"
+    private = {ref_id(s) for s in alb["Subnets"]}
+    assert private == {
+        dev.logical_id(s.node.default_child) for s in dev.stack.network.vpc.isolated_subnets
+    }
+    sg = dev.json["Resources"][
+        dev.logical_id(dev.stack.gateway.alb_security_group.node.default_child)
+    ]
+    ingress = sg["Properties"]["SecurityGroupIngress"]
+    assert [(r["CidrIp"], r["FromPort"], r["ToPort"]) for r in ingress] == [
+        ("10.20.0.0/22", 80, 80)
+    ]
 
 
 def test_target_group_health_check_and_draining(env: Synthesized) -> None:
@@ -82,13 +113,14 @@ def test_target_group_health_check_and_draining(env: Synthesized) -> None:
     )
 
 
-def test_alb_is_public_with_idle_timeout_and_access_logs(env: Synthesized) -> None:
-    """Internet-facing ALB in public subnets, idle timeout from config, access logs on."""
+def test_alb_idle_timeout_and_access_logs(env: Synthesized) -> None:
+    """The ALB (public with a domain, internal behind CloudFront) logs and times out as set."""
     attributes = Capture()
+    scheme = "internet-facing" if env.config.edge == "alb" else "internal"
     env.template.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::LoadBalancer",
         {
-            "Scheme": "internet-facing",
+            "Scheme": scheme,
             "LoadBalancerAttributes": attributes,
         },
     )

@@ -46,3 +46,28 @@ def test_unfetchable_s3_model_is_a_model_load_error(model_bucket, tmp_path):
 
     with pytest.raises(ModelLoadError, match="s3://weights/absent"):
         load_model(WorkerSettings(model="s3://weights/absent", cache_dir=tmp_path))
+
+
+def test_prefetch_puts_an_s3_model_in_the_cache_without_loading_it(model_bucket, tmp_path):
+    """A warming GPU host's prefetch mirrors the weights the worker will later load from disk."""
+    from services.worker.prefetch import prefetch
+
+    settings = WorkerSettings(model="s3://weights/models/demo", cache_dir=tmp_path)
+    where = prefetch(settings)
+    assert where == str(tmp_path / "s3" / "weights" / "models" / "demo")
+    assert (tmp_path / "s3" / "weights" / "models" / "demo" / ".complete").exists()
+
+
+def test_prefetch_downloads_a_hub_model_whole(monkeypatch, tmp_path):
+    """A hub id is fetched whole (snapshot_download) into the cache, not just its tokenizer."""
+    import huggingface_hub
+
+    from services.worker.prefetch import prefetch
+
+    asked = []
+    monkeypatch.setattr(
+        huggingface_hub, "snapshot_download", lambda repo_id: asked.append(repo_id) or "/snap"
+    )
+    settings = WorkerSettings(env="dev", model="org/some-model", cache_dir=tmp_path)
+    assert prefetch(settings) == "/snap"
+    assert asked == ["org/some-model"]

@@ -1,4 +1,4 @@
-"""How the fleet is started and stopped: a local worker process, or an ECS service.
+"""How the fleet is started and stopped: a local worker process, or GPU hosts on AWS.
 
 One interface, two backends. Both block only in threads (``to_thread``):
 boto3 and ``Popen.wait`` never run on the event loop.
@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -108,44 +109,126 @@ class LocalFleet:
         await self.stop()
 
 
-class EcsFleet:
-    """The GPU worker ECS service: desired count 0 or N (its capacity provider follows)."""
+class AwsFleet:
+    """GPU hosts from an Auto Scaling warm pool, and the ECS worker service on them.
+
+    Start asks for both at once: the group's desired capacity (a *stopped*
+    instance leaves the warm pool: boot, no image pull, model already on its
+    volume) and the service's desired count (ECS places the task as soon as
+    the instance's agent registers). Stop drains first (desired count 0: ECS
+    sends SIGTERM and the worker re-queues what it held), waits a bounded time
+    for the task to go, then sets the group's desired capacity to 0 so the
+    instance goes back to the warm pool and stops billing. No managed-scaling
+    cool-down sits on either path. Without a group name only the service is
+    scaled (ECS managed scaling then follows, on its own schedule).
+    """
 
     name = "aws"
 
-    def __init__(self, *, cluster: str, service: str, desired: int = 1, client: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        service: str,
+        auto_scaling_group: str = "",
+        desired: int = 1,
+        drain_timeout_s: float = 8.0,
+        poll_s: float = 0.5,
+        cache_s: float = 2.0,
+        ecs: Any = None,
+        autoscaling: Any = None,
+    ) -> None:
         self.cluster = cluster
         self.service = service
+        self.auto_scaling_group = auto_scaling_group
         self.desired = desired
-        self._client = client
+        self._drain_timeout_s = drain_timeout_s
+        self._poll_s = poll_s
+        self._cache_s = cache_s  # the controller asks every tick: spare the AWS APIs
+        self._ecs_client = ecs
+        self._autoscaling_client = autoscaling
+        self._seen: tuple[float, bool] | None = None
 
     def _ecs(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("ecs")
-        return self._client
+        if self._ecs_client is None:
+            self._ecs_client = aws_client("ecs")
+        return self._ecs_client
 
-    def _set_desired(self, count: int) -> None:
+    def _autoscaling(self) -> Any:
+        if self._autoscaling_client is None:
+            self._autoscaling_client = aws_client("autoscaling")
+        return self._autoscaling_client
+
+    def _set_service(self, count: int) -> None:
         self._ecs().update_service(cluster=self.cluster, service=self.service, desiredCount=count)
 
-    async def start(self) -> None:
-        """Set the service's desired count to N."""
-        await asyncio.to_thread(self._set_desired, self.desired)
+    def _set_hosts(self, count: int) -> None:
+        if self.auto_scaling_group:
+            self._autoscaling().set_desired_capacity(
+                AutoScalingGroupName=self.auto_scaling_group,
+                DesiredCapacity=count,
+                HonorCooldown=False,  # an explicit start or stop, not a scaling policy
+            )
 
-    async def stop(self) -> None:
-        """Set the desired count to 0; ECS sends SIGTERM and the worker drains."""
-        await asyncio.to_thread(self._set_desired, 0)
-
-    def _counts(self) -> tuple[int, int]:
+    def _service_counts(self) -> tuple[int, int]:
         reply = self._ecs().describe_services(cluster=self.cluster, services=[self.service])
         services = reply.get("services") or []
         if not services:
             return 0, 0
         return int(services[0].get("desiredCount", 0)), int(services[0].get("runningCount", 0))
 
+    def _hosts(self) -> tuple[int, int]:
+        """(desired capacity, instances in service or on their way) of the group."""
+        if not self.auto_scaling_group:
+            return 0, 0
+        reply = self._autoscaling().describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.auto_scaling_group]
+        )
+        groups = reply.get("AutoScalingGroups") or []
+        if not groups:
+            return 0, 0
+        live = [
+            i
+            for i in groups[0].get("Instances", [])
+            if not str(i.get("LifecycleState", "")).startswith(("Warmed", "Terminat"))
+        ]
+        return int(groups[0].get("DesiredCapacity", 0)), len(live)
+
+    def _start(self) -> None:
+        self._seen = None
+        self._set_hosts(self.desired)
+        self._set_service(self.desired)
+
+    def _stop(self) -> None:
+        self._seen = None
+        self._set_service(0)
+        deadline = time.monotonic() + self._drain_timeout_s
+        while self._service_counts()[1] > 0 and time.monotonic() < deadline:
+            time.sleep(self._poll_s)
+        # Drained, or out of patience: stopping the host SIGTERMs what is left anyway.
+        self._set_hosts(0)
+
+    def _running(self) -> bool:
+        now = time.monotonic()
+        if self._seen is not None and now - self._seen[0] < self._cache_s:
+            return self._seen[1]
+        desired, running = self._service_counts()
+        host_desired, hosts = self._hosts()
+        result = desired > 0 or running > 0 or host_desired > 0 or hosts > 0
+        self._seen = (now, result)
+        return result
+
+    async def start(self) -> None:
+        """Take N hosts out of the warm pool and ask ECS for N worker tasks."""
+        await asyncio.to_thread(self._start)
+
+    async def stop(self) -> None:
+        """Drain the worker tasks (bounded), then scale the hosts in."""
+        await asyncio.to_thread(self._stop)
+
     async def is_running(self) -> bool:
-        """True while the service wants or runs tasks."""
-        desired, running = await asyncio.to_thread(self._counts)
-        return desired > 0 or running > 0
+        """True while the service wants or runs tasks, or a host is (or is being) started."""
+        return await asyncio.to_thread(self._running)
 
     async def close(self) -> None:
-        """The service outlives this gateway: another replica's controller takes over."""
+        """The fleet outlives this gateway: another replica's controller takes over."""

@@ -211,7 +211,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         )
         tasks.append(asyncio.create_task(state.controller.run()))
     if settings.publish_metrics:
-        tasks.append(asyncio.create_task(publish_backlog(store, env=settings.env)))
+        tasks.append(
+            asyncio.create_task(
+                publish_backlog(
+                    store,
+                    env=settings.env,
+                    fleet=fleet,
+                    hourly_price_usd=settings.gpu_hourly_price_usd,
+                )
+            )
+        )
     app[STATE] = state
     try:
         yield
