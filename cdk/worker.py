@@ -41,6 +41,9 @@ from cdk.queue_scaling import add_queue_scaling
 
 CONTAINER_NAME = "worker"
 WORKER_COMMAND = ["python", "-m", "services.worker"]
+# The static engine's 32 slots (TINYLLAMA_MAX_BATCH) each hold TinyLlama's whole 2048-token
+# context: 65536 tokens of bf16 KV cache, 1.5 GB of the GPU's 24 GB.
+GPU_WORKER_ENVIRONMENT = {"TINYLLAMA_CACHE_TOKENS": "65536"}
 MODEL_CACHE_VOLUME = "model-cache"
 GPU_VOLUME_THROUGHPUT_MIBPS = 250  # about $5 a month per host above gp3's free 125 MiB/s
 # Long enough to pull a multi-GB image and fetch the model while warming; a host
@@ -196,7 +199,7 @@ class Worker(Construct):
             command=WORKER_COMMAND,
             gpu_count=1,
             memory_reservation_mib=props.memory_reservation_mib,
-            environment=environment,
+            environment={**environment, **GPU_WORKER_ENVIRONMENT},
             secrets=secrets,
             logging=ecs.LogDriver.aws_logs(stream_prefix="worker", log_group=self.log_group),
             stop_timeout=Duration.seconds(120),  # SIGTERM lets ARQ re-queue the job

@@ -76,7 +76,6 @@ def test_ci_runs_what_ci_run_runs() -> None:
     for target in ("install", "test", "test-compose"):
         assert f"make {target}" in ci_run
         assert re.search(rf"\bmake {target}\b", runs), target
-    assert "requirements/actionlint.txt" in runs
 
 
 def test_deploy_jobs_use_oidc_in_the_environment_the_stack_trusts() -> None:

@@ -165,6 +165,7 @@ def test_worker_task_reserves_one_gpu(env: Synthesized) -> None:
         "TINYLLAMA_ENV": env.config.name,
         "TINYLLAMA_REGISTRY": "ssm",
         "TINYLLAMA_PUBLISH_METRICS": "true",  # WorkerHeartbeat feeds the WorkerSilent alarm
+        "TINYLLAMA_CACHE_TOKENS": "65536",  # a static slot holds the model's whole context
     }.items()
 
 
