@@ -117,8 +117,10 @@ class AwsFleet:
     volume) and the service's desired count (ECS places the task as soon as
     the instance's agent registers). Stop drains first (desired count 0: ECS
     sends SIGTERM and the worker re-queues what it held), waits a bounded time
-    for the task to go, then sets the group's desired capacity to 0 so the
-    instance goes back to the warm pool and stops billing. No managed-scaling
+    for the task to go, then sets the group's desired capacity to 0: the
+    instance terminates and stops billing (ECS does not support returning
+    instances to a warm pool), and the pool prepares a stopped replacement in
+    the background. No managed-scaling
     cool-down sits on either path. Without a group name only the service is
     scaled (ECS managed scaling then follows, on its own schedule).
     """
