@@ -72,6 +72,27 @@ async def test_greedy_answers_are_deterministic(gateway, ready_worker, make_toke
     assert texts[0] == texts[1]
 
 
+async def test_a_seeded_sampled_request_gives_the_same_text_alone_and_in_a_busy_batch(
+    gateway, ready_worker, make_token
+):
+    """``seed`` through the stack: the same text alone and among 6 others; another seed differs."""
+    headers = _auth(make_token())
+
+    async def ask(prompt: str, seed: int) -> str:
+        body = {"prompt": prompt, "max_new_tokens": 16, "temperature": 1.0, "seed": seed}
+        response = await gateway.post("/infer", json=body, headers=headers)
+        assert response.status == 200, await response.text()
+        return (await response.json())["result"]["text"]
+
+    alone = await ask("seeded words", 1234)
+    busy = await asyncio.gather(
+        ask("seeded words", 1234), *(ask(f"neighbour {i}", i) for i in range(6))
+    )
+    others = [await ask("seeded words", seed) for seed in (1, 2, 3)]
+    assert busy[0] == alone
+    assert any(text != alone for text in others)  # the seed, not the prompt, fixed the text
+
+
 async def test_async_mode_then_poll(gateway, ready_worker, make_token):
     """mode=async answers 202 + Location at once; polling the job URL yields the result."""
     headers = _auth(make_token())
