@@ -167,6 +167,9 @@ class Worker(Construct):
             heartbeat_timeout=PREPARE_TIMEOUT,
             default_result=autoscaling.DefaultResult.CONTINUE,
         )
+        # CloudFormation would otherwise create the pool and the hook side by side: hosts
+        # the pool launches before the hook exists are stopped unprepared (a cold first start).
+        self.warm_pool.node.add_dependency(self.prepare_hook)
         self._allow_lifecycle_actions(instance_role)
         self.capacity_provider = ecs.AsgCapacityProvider(
             self,
