@@ -10,8 +10,9 @@ from cdk.log_groups import create_log_group
 
 # Interface endpoints private workloads need when there is no NAT gateway:
 # image pulls (ECR), logs, registry reads (SSM), credentials (STS), the Redis
-# AUTH secret, the ECS agent on the GPU hosts, custom metrics (monitoring) and
-# the Cognito JWKS the gateway verifies tokens with.
+# AUTH secret, the ECS agent on the GPU hosts, custom metrics (monitoring), the
+# Cognito JWKS the gateway verifies tokens with, and Auto Scaling (the gateway
+# starts and stops the GPU group; a GPU host completes its lifecycle actions).
 INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
     "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
@@ -24,6 +25,7 @@ INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "EcsAgent": ec2.InterfaceVpcEndpointAwsService.ECS_AGENT,
     "EcsTelemetry": ec2.InterfaceVpcEndpointAwsService.ECS_TELEMETRY,
     "CognitoIdp": ec2.InterfaceVpcEndpointAwsService.COGNITO_IDP,
+    "AutoScaling": ec2.InterfaceVpcEndpointAwsService.AUTOSCALING,
 }
 
 

@@ -240,7 +240,7 @@ class TinyLlamaStack(Stack):
         if self.config.model_bucket_name:
             bucket = s3.Bucket.from_bucket_name(self, "ModelBucket", self.config.model_bucket_name)
             # The worker loads from it; a GPU host prefetches from it while it warms up.
-            for role in (worker_role, self.worker.auto_scaling_group.role):
+            for role in (worker_role, self.worker.instance_role):
                 role.add_to_principal_policy(
                     iam.PolicyStatement(
                         sid="ListModels", actions=["s3:ListBucket"], resources=[bucket.bucket_arn]

@@ -100,7 +100,9 @@ class Worker(Construct):
         self.log_group = create_log_group(
             self, "Logs", days=props.log_retention_days, removal_policy=props.removal_policy
         )
-        instance_role = self._instance_role()
+        # The GPU hosts' role. Grant to this, never to ``auto_scaling_group.role``: that is
+        # the launch template's policy-less view of it, which drops what is added to it.
+        self.instance_role = instance_role = self._instance_role()
         image.repository.grant_pull(instance_role)  # the host pulls it while warming
         user_data = ec2.UserData.for_linux()
         add_host_setup(
@@ -165,6 +167,9 @@ class Worker(Construct):
             heartbeat_timeout=PREPARE_TIMEOUT,
             default_result=autoscaling.DefaultResult.CONTINUE,
         )
+        # CloudFormation would otherwise create the pool and the hook side by side: hosts
+        # the pool launches before the hook exists are stopped unprepared (a cold first start).
+        self.warm_pool.node.add_dependency(self.prepare_hook)
         self._allow_lifecycle_actions(instance_role)
         self.capacity_provider = ecs.AsgCapacityProvider(
             self,

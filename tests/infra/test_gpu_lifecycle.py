@@ -134,3 +134,24 @@ def test_lifecycle_script_is_valid_bash(tmp_path) -> None:
     subprocess.run(["bash", "-n", str(script)], check=True)
     if shutil.which("shellcheck"):
         subprocess.run(["shellcheck", str(script)], check=True)
+
+
+def test_gpu_hosts_may_read_the_model_bucket_they_prefetch_from(tmp_path) -> None:
+    """With a model bucket, the GPU hosts' instance role (not only the task role) may read it."""
+    from cdk.config import load_config, with_overrides
+    from tests.infra.conftest import synthesize
+
+    config = with_overrides(load_config("dev"), model_bucket_name="tinyllama-test-models")
+    env = synthesize(config, tmp_path)
+    # The role the launch template's instance profile carries.
+    (profile,) = env.props("AWS::IAM::InstanceProfile")
+    (instance_role,) = [ref_id(r) for r in profile["Roles"]]
+    actions = {a for s in statements_of_role(env.json, instance_role) for a in as_list(s["Action"])}
+    assert {"s3:GetObject", "s3:ListBucket"} <= actions
+
+
+def test_warm_pool_is_created_after_its_launch_hook(env: Synthesized) -> None:
+    """The pool's first hosts launch only once the hook exists, so they wait to be prepared."""
+    hook_id = env.logical_id(env.stack.worker.prepare_hook.node.default_child)
+    (pool,) = env.resources("AWS::AutoScaling::WarmPool").values()
+    assert hook_id in as_list(pool.get("DependsOn", []))

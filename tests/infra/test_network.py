@@ -113,3 +113,44 @@ def test_flow_logs_capture_rejected_traffic(bare_stack: Callable[[], cdk.Stack])
     t = Template.from_json(template)
     t.has_resource_properties("AWS::EC2::FlowLog", {"TrafficType": "REJECT"})
     t.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 7})
+
+
+def _aws_apis_called() -> set[str]:
+    """Every AWS API the services (``aws_client("...")``) and the GPU host script call."""
+    import re
+    from pathlib import Path
+
+    from cdk.gpu_host import LIFECYCLE_SCRIPT
+
+    root = Path(__file__).resolve().parents[2] / "services"
+    called = {
+        name
+        for path in root.rglob("*.py")
+        for name in re.findall(r'aws_client\(\s*"([a-z0-9-]+)"', path.read_text())
+    }
+    called |= set(re.findall(r"\baws ([a-z0-9-]+) [a-z-]+", LIFECYCLE_SCRIPT))
+    return called
+
+
+# Client name -> the endpoint service suffix it resolves to, where they differ.
+ENDPOINT_OF_CLIENT = {"cloudwatch": "monitoring", "ecr": "ecr.api"}
+
+
+def test_without_nat_every_aws_api_the_code_calls_has_an_endpoint(
+    bare_stack: Callable[[], cdk.Stack],
+) -> None:
+    """No NAT: each AWS API called by the gateway, the worker or a GPU host has a VPC endpoint."""
+    _, template = _network(bare_stack(), nat=0)
+    names = {
+        flatten(r["Properties"]["ServiceName"])
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::EC2::VPCEndpoint"
+    }
+    called = _aws_apis_called()
+    assert {"autoscaling", "ecs", "cloudwatch", "ecr"} <= called  # the scan finds them
+    missing = {
+        api
+        for api in called
+        if not any(n.endswith("." + ENDPOINT_OF_CLIENT.get(api, api)) for n in names)
+    }
+    assert not missing, f"no VPC endpoint for {sorted(missing)}"
