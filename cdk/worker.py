@@ -28,6 +28,7 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from cdk.backstop import add_silent_gateway_stop
 from cdk.config import ENV_TAG
 from cdk.gpu_host import (
     CONTAINER_CACHE_DIR,
@@ -37,7 +38,6 @@ from cdk.gpu_host import (
 )
 from cdk.log_groups import create_log_group
 from cdk.nag import acknowledge, acknowledge_task_definition, rendered
-from cdk.queue_scaling import add_queue_scaling
 
 CONTAINER_NAME = "worker"
 WORKER_COMMAND = ["python", "-m", "services.worker"]
@@ -240,7 +240,7 @@ class Worker(Construct):
             ],
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
         )
-        self.scale_out_alarm, self.scale_in_alarm = add_queue_scaling(
+        self.gateway_silent_alarm = add_silent_gateway_stop(
             self,
             cluster=self.cluster,
             service=self.service,

@@ -8,7 +8,7 @@ from aws_cdk.assertions import Capture, Match
 
 from cdk.gateway import HEALTH_CHECK_PATH
 from cdk.identity import INVOKE_SCOPE, RESOURCE_SERVER_ID
-from cdk.metrics import DIMENSION, NAMESPACE, QUEUE_DEPTH, WORKER_HEARTBEAT
+from cdk.metrics import DIMENSION, FLEET_STATE, NAMESPACE, QUEUE_DEPTH, WORKER_HEARTBEAT
 from services.registry import keys
 from tests.infra.conftest import Synthesized
 from tests.infra.helpers import flatten, ref_id
@@ -216,22 +216,17 @@ def test_gpu_fleet_scales_to_zero(env: Synthesized) -> None:
     )
 
 
-def test_worker_scales_on_queue_depth_and_back_to_zero(env: Synthesized) -> None:
-    """Queue depth starts the GPU; an empty (or silent) queue sets the count back to 0."""
-    depth = {
+def test_only_a_silent_gateway_stops_the_worker_and_no_alarm_starts_it(env: Synthesized) -> None:
+    """GatewaySilent (no FleetState for the idle period) sets the count to 0; nothing scales out.
+
+    Queue-depth alarms re-ran their step scaling every minute in ALARM and undid the
+    gateway's own starts and stops; only the absence of a gateway needs a backstop.
+    """
+    reports = {
         "Namespace": NAMESPACE,
-        "MetricName": QUEUE_DEPTH,
+        "MetricName": FLEET_STATE,
         "Dimensions": [{"Name": DIMENSION, "Value": env.config.name}],
     }
-    env.template.has_resource_properties(
-        "AWS::CloudWatch::Alarm",
-        {
-            **depth,
-            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-            "Threshold": 1,
-            "AlarmActions": [Match.any_value()],
-        },
-    )
     env.template.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
@@ -239,20 +234,39 @@ def test_worker_scales_on_queue_depth_and_back_to_zero(env: Synthesized) -> None
             "Threshold": 0,
             "EvaluationPeriods": env.config.worker_idle_stop_minutes,
             "TreatMissingData": "breaching",
-            "Metrics": Match.array_with([Match.object_like({"Expression": "FILL(depth, 0)"})]),
-        },
-    )
-    env.template.has_resource_properties(
-        "AWS::ApplicationAutoScaling::ScalingPolicy",
-        {
-            "StepScalingPolicyConfiguration": Match.object_like(
-                {
-                    "AdjustmentType": "ExactCapacity",
-                    "StepAdjustments": [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 0}],
-                }
+            "AlarmActions": [Match.any_value()],
+            "Metrics": Match.array_with(
+                [
+                    Match.object_like({"Expression": "FILL(reports, 0)"}),
+                    Match.object_like(
+                        {
+                            "MetricStat": Match.object_like(
+                                {"Metric": reports, "Stat": "SampleCount"}
+                            )
+                        }
+                    ),
+                ]
             ),
         },
     )
+    step_policies = {
+        name
+        for name, resource in env.resources("AWS::ApplicationAutoScaling::ScalingPolicy").items()
+        if "StepScalingPolicyConfiguration" in resource["Properties"]
+    }
+    assert len(step_policies) == 1  # the stop; nothing scales the worker out
+    (stop,) = step_policies
+    config = env.resources("AWS::ApplicationAutoScaling::ScalingPolicy")[stop]["Properties"]
+    assert config["StepScalingPolicyConfiguration"]["StepAdjustments"] == [
+        {"MetricIntervalUpperBound": 0, "ScalingAdjustment": 0}
+    ]
+    driving = [
+        alarm
+        for alarm in env.props("AWS::CloudWatch::Alarm")
+        if {"Ref": stop} in alarm.get("AlarmActions", [])
+    ]
+    assert len(driving) == 1
+    assert QUEUE_DEPTH not in json.dumps(driving[0])
 
 
 def test_gateway_autoscales_on_cpu_and_requests(env: Synthesized) -> None:
