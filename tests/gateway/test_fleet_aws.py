@@ -16,6 +16,7 @@ import uuid
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from services.gateway.billing.budget import BudgetGate
 from services.gateway.fleet.backends import AwsFleet
@@ -323,3 +324,41 @@ async def test_worker_heartbeat_reaches_cloudwatch(aws):
     finally:
         task.cancel()
     assert metrics[0]["Dimensions"] == [{"Name": "Environment", "Value": "beattest"}]
+
+
+def _throttle(client, operation: str) -> None:
+    """Make every ``operation`` call of this (real) client fail as AWS throttling does."""
+
+    def refuse(**_):
+        body = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+        return AWSResponse("https://throttled.invalid", 400, {}, None), {
+            **body,
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
+
+    client.meta.events.register(f"before-call.*.{operation}", refuse)
+
+
+async def test_a_describe_outage_neither_blocks_a_stop_nor_fails_the_status(gpu_service, gpu_hosts):
+    """DescribeServices throttled: stop still scales the hosts in; status is the last seen."""
+    ecs, cluster, service = gpu_service
+    autoscaling, group = gpu_hosts
+    backend = AwsFleet(
+        cluster=cluster,
+        service=service,
+        auto_scaling_group=group,
+        ecs=ecs,
+        autoscaling=autoscaling,
+        cache_s=0,
+    )
+    await backend.start()
+    assert await backend.is_running()
+    _throttle(ecs, "DescribeServices")
+    assert await backend.is_running()  # what was last seen, not an exception
+    await backend.stop()
+    assert _group(autoscaling, group)["DesiredCapacity"] == 0  # billing stops anyway
+    assert _desired_unthrottled(cluster, service) == 0
+
+
+def _desired_unthrottled(cluster: str, service: str) -> int:
+    return _desired(boto3.client("ecs"), cluster, service)

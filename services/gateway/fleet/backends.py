@@ -16,6 +16,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from services.protocol.aws import aws_client
 
 log = logging.getLogger("tinyllama.gateway.fleet")
@@ -205,8 +207,11 @@ class AwsFleet:
         self._seen = None
         self._set_service(0)
         deadline = time.monotonic() + self._drain_timeout_s
-        while self._service_counts()[1] > 0 and time.monotonic() < deadline:
-            time.sleep(self._poll_s)
+        try:
+            while self._service_counts()[1] > 0 and time.monotonic() < deadline:
+                time.sleep(self._poll_s)
+        except (BotoCoreError, ClientError) as exc:  # throttled, or the API is down
+            log.warning("fleet stop: could not watch the drain (%s); stopping the hosts", exc)
         # Drained, or out of patience: stopping the host SIGTERMs what is left anyway.
         self._set_hosts(0)
 
@@ -214,8 +219,14 @@ class AwsFleet:
         now = time.monotonic()
         if self._seen is not None and now - self._seen[0] < self._cache_s:
             return self._seen[1]
-        desired, running = self._service_counts()
-        host_desired, hosts = self._hosts()
+        try:
+            desired, running = self._service_counts()
+            host_desired, hosts = self._hosts()
+        except (BotoCoreError, ClientError) as exc:
+            # Throttled, or the API is down: an error here would fail the controller's whole
+            # tick, and with it every stop. Assume what was last seen (running, if nothing).
+            log.warning("fleet status unknown (%s): assuming it is unchanged", exc)
+            return True if self._seen is None else self._seen[1]
         result = desired > 0 or running > 0 or host_desired > 0 or hosts > 0
         self._seen = (now, result)
         return result
