@@ -86,6 +86,20 @@ def _group(autoscaling, name: str) -> dict:
     ][0]
 
 
+def _uncached(gpu_service, gpu_hosts) -> AwsFleet:
+    """A backend on the fixtures' own clients that reads AWS on every status call."""
+    ecs, cluster, service = gpu_service
+    autoscaling, group = gpu_hosts
+    return AwsFleet(
+        cluster=cluster,
+        service=service,
+        auto_scaling_group=group,
+        ecs=ecs,
+        autoscaling=autoscaling,
+        cache_s=0,
+    )
+
+
 def _desired(ecs, cluster: str, service: str) -> int:
     return ecs.describe_services(cluster=cluster, services=[service])["services"][0]["desiredCount"]
 
@@ -123,14 +137,7 @@ async def test_stop_drains_the_service_then_scales_the_hosts_in(gpu_service, gpu
     calls: list[str] = []
     for client in (ecs, autoscaling):
         client.meta.events.register("before-call.*.*", lambda model, **_: calls.append(model.name))
-    backend = AwsFleet(
-        cluster=cluster,
-        service=service,
-        auto_scaling_group=group,
-        ecs=ecs,
-        autoscaling=autoscaling,
-        cache_s=0,
-    )
+    backend = _uncached(gpu_service, gpu_hosts)
     await backend.start()
     calls.clear()
     await backend.stop()
@@ -343,14 +350,7 @@ async def test_a_describe_outage_neither_blocks_a_stop_nor_fails_the_status(gpu_
     """DescribeServices throttled: stop still scales the hosts in; status is the last seen."""
     ecs, cluster, service = gpu_service
     autoscaling, group = gpu_hosts
-    backend = AwsFleet(
-        cluster=cluster,
-        service=service,
-        auto_scaling_group=group,
-        ecs=ecs,
-        autoscaling=autoscaling,
-        cache_s=0,
-    )
+    backend = _uncached(gpu_service, gpu_hosts)
     await backend.start()
     assert await backend.is_running()
     _throttle(ecs, "DescribeServices")
