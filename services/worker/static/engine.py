@@ -262,16 +262,22 @@ class StaticEngine:
                 while not flight.queue.empty():
                     items.append(flight.queue.get_nowait())
                 tokens: list[int] = []
-                finished = False
-                for item in items:
+                finished, error = False, None
+                for item in items:  # in order: nothing after the request's end counts
                     if item is _CANCELLED:
                         return
                     if isinstance(item, EngineError):
-                        raise item
+                        error = item
+                        break
                     tokens.extend(item[0])
-                    finished = finished or item[1]
-                self._tokens_done += len(tokens)
-                yield tokens
+                    if item[1]:
+                        finished = True
+                        break
+                if tokens:  # what came before a failure is the caller's, as on transformers
+                    self._tokens_done += len(tokens)
+                    yield tokens
+                if error is not None:
+                    raise error
                 if finished:
                     flight.done = True
                     return
