@@ -8,6 +8,7 @@ running batch at different steps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 
@@ -261,3 +262,28 @@ async def test_a_request_that_finished_before_the_engine_stopped_keeps_its_token
             await static_engine.stop()
         got.extend(new)
     assert got == expected
+
+
+def test_a_closed_event_loop_ends_the_generation_thread_without_an_unhandled_error(
+    loaded_model, engine_settings, monkeypatch
+):
+    """Tokens with no event loop to take them end the thread cleanly, not with a thread crash."""
+    crashes: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+    engine = StaticEngine(loaded=loaded_model, settings=engine_settings)
+    ids = loaded_model.tokenizer(PROMPTS[0])["input_ids"]
+    loop = asyncio.new_event_loop()
+    orphan = engine.stream("orphan", ids, max_new_tokens=400, sampling=Sampling())
+
+    async def running() -> None:
+        await engine.start()
+        await anext(orphan)  # running; nobody reads it again before the loop closes
+
+    loop.run_until_complete(running())
+    thread = engine._loop_thread
+    loop.close()
+    thread._thread.join(30)
+    assert not thread._thread.is_alive()
+    assert crashes == []
+    with contextlib.suppress(StopIteration):  # its finally, run by hand: no loop is left
+        orphan.aclose().send(None)

@@ -181,9 +181,19 @@ class StaticEngine:
             self._loop.call_soon_threadsafe(self._deliver, batch)
 
     def _fail_from_thread(self, request_ids: list[str], error: BaseException) -> None:
+        """Called on the generation thread as it ends after a failed step.
+
+        ``_emit`` raises once the event loop is closed (the thread then ends, as after
+        any failed step); with no loop left there is nobody to tell, and the thread
+        must not die of it in its own error handler.
+        """
         failure = EngineError("generation_failed", f"generation failed: {error!r}")
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._deliver_failure, request_ids, failure)
+            try:
+                self._loop.call_soon_threadsafe(self._deliver_failure, request_ids, failure)
+            except RuntimeError:
+                if not self._loop.is_closed():
+                    raise
 
     def _deliver(self, batch: dict[str, tuple[list[int], bool]]) -> None:
         for request_id, item in batch.items():
