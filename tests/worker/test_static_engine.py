@@ -8,7 +8,9 @@ running batch at different steps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import threading
 
 import pytest
 import torch
@@ -231,3 +233,57 @@ def test_auto_serves_llama_with_the_static_engine_and_reports_a_slot_as_context(
     assert isinstance(engine, StaticEngine)
     assert engine.cache_tokens == 512
     assert context_length(engine) == 512
+
+
+async def test_a_request_that_finished_before_the_engine_stopped_keeps_its_tokens(
+    static_engine, loaded_model
+):
+    """A caller behind on a request that already ended gets all its tokens, not the stop's error."""
+    ids = loaded_model.tokenizer(PROMPTS[0])["input_ids"]
+    expected = _reference(loaded_model.model, ids, 6)
+    loop = static_engine._loop_thread
+    emit, first_seen = loop.emit, threading.Event()
+
+    def emit_then_wait(batch) -> None:  # the thread waits until the caller has its first token
+        emit(batch)
+        first_seen.wait(30)
+
+    loop.emit = emit_then_wait
+    got: list[int] = []
+    async for new in static_engine.stream("slow", ids, max_new_tokens=6, sampling=Sampling()):
+        if not got:  # a slow caller (publishing to Redis) while the request runs to its end
+            assert len(new) < 6  # the prefill step: the request is still running
+            first_seen.set()
+            for _ in range(1000):
+                if loop.scheduler.idle:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # its last tokens are on the stream's queue
+            await static_engine.stop()
+        got.extend(new)
+    assert got == expected
+
+
+def test_a_closed_event_loop_ends_the_generation_thread_without_an_unhandled_error(
+    loaded_model, engine_settings, monkeypatch
+):
+    """Tokens with no event loop to take them end the thread cleanly, not with a thread crash."""
+    crashes: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+    engine = StaticEngine(loaded=loaded_model, settings=engine_settings)
+    ids = loaded_model.tokenizer(PROMPTS[0])["input_ids"]
+    loop = asyncio.new_event_loop()
+    orphan = engine.stream("orphan", ids, max_new_tokens=400, sampling=Sampling())
+
+    async def running() -> None:
+        await engine.start()
+        await anext(orphan)  # running; nobody reads it again before the loop closes
+
+    loop.run_until_complete(running())
+    thread = engine._loop_thread
+    loop.close()
+    thread._thread.join(30)
+    assert not thread._thread.is_alive()
+    assert crashes == []
+    with contextlib.suppress(StopIteration):  # its finally, run by hand: no loop is left
+        orphan.aclose().send(None)

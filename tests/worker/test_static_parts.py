@@ -150,6 +150,15 @@ def test_top_k_top_p_and_greedy_rows():
     assert sample(logits, greedy).tolist() == [1, 1, 1]
 
 
+@pytest.mark.parametrize("temperature", [1e-5, 1e-39, 1e-46])
+def test_a_temperature_near_zero_samples_the_top_token(temperature):
+    """A T so small that logits / T overflow float32 still samples the argmax, not token 0."""
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.5], [-3.0, -1.0, -2.0, -5.0], [40.0, 80.0, 79.0, 0.0]])
+    for top_p in (2.0, 0.5):
+        picked = sample(logits, _params(3, seed=5, temperature=temperature, top_p=top_p))
+        assert picked.tolist() == [1, 1, 1]
+
+
 def test_fused_weights_leave_generate_unchanged():
     """After fusing QKV and gate/up, the model's own generate gives the same tokens."""
     model = _llama()

@@ -181,9 +181,19 @@ class StaticEngine:
             self._loop.call_soon_threadsafe(self._deliver, batch)
 
     def _fail_from_thread(self, request_ids: list[str], error: BaseException) -> None:
+        """Called on the generation thread as it ends after a failed step.
+
+        ``_emit`` raises once the event loop is closed (the thread then ends, as after
+        any failed step); with no loop left there is nobody to tell, and the thread
+        must not die of it in its own error handler.
+        """
         failure = EngineError("generation_failed", f"generation failed: {error!r}")
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._deliver_failure, request_ids, failure)
+            try:
+                self._loop.call_soon_threadsafe(self._deliver_failure, request_ids, failure)
+            except RuntimeError:
+                if not self._loop.is_closed():
+                    raise
 
     def _deliver(self, batch: dict[str, tuple[list[int], bool]]) -> None:
         for request_id, item in batch.items():
@@ -262,16 +272,22 @@ class StaticEngine:
                 while not flight.queue.empty():
                     items.append(flight.queue.get_nowait())
                 tokens: list[int] = []
-                finished = False
-                for item in items:
+                finished, error = False, None
+                for item in items:  # in order: nothing after the request's end counts
                     if item is _CANCELLED:
                         return
                     if isinstance(item, EngineError):
-                        raise item
+                        error = item
+                        break
                     tokens.extend(item[0])
-                    finished = finished or item[1]
-                self._tokens_done += len(tokens)
-                yield tokens
+                    if item[1]:
+                        finished = True
+                        break
+                if tokens:  # what came before a failure is the caller's, as on transformers
+                    self._tokens_done += len(tokens)
+                    yield tokens
+                if error is not None:
+                    raise error
                 if finished:
                     flight.done = True
                     return

@@ -73,7 +73,12 @@ def sample(logits: torch.Tensor, params: RowParams) -> torch.Tensor:
     if params.all_greedy:
         return greedy
     vocab = logits.shape[-1]
-    scaled = logits.to(torch.float32) / params.temperature[:, None]
+    # The best token shifted to 0 and T kept a normal float32: a tiny T (the API allows any
+    # T > 0) then overflows the others to -inf, not every positive logit to +inf, whose
+    # tie would pick whichever token sorted first.
+    logits32 = logits.to(torch.float32)
+    shifted = logits32 - logits32.amax(dim=-1, keepdim=True)
+    scaled = shifted / params.temperature.clamp_min(torch.finfo(torch.float32).tiny)[:, None]
     ordered, order = scaled.sort(dim=-1, descending=True)
     rank = torch.arange(vocab, device=logits.device)
     in_top_k = rank[None, :] < params.top_k[:, None]
