@@ -15,7 +15,7 @@ import threading
 import pytest
 import torch
 
-from services.worker.engine import Sampling
+from services.worker.engine import EngineError, Sampling
 from services.worker.static.engine import StaticEngine
 
 PROMPTS = [
@@ -172,6 +172,16 @@ async def test_cancel_frees_the_slot_for_waiting_requests(loaded_model, engine_s
         assert engine.active == 0
     finally:
         await engine.stop()
+
+
+async def test_a_token_id_past_the_vocabulary_fails_only_its_own_request(static_engine):
+    """An out-of-range prompt id is refused up front; a request beside it is unharmed."""
+    ids = static_engine.loaded.tokenizer(PROMPTS[0])["input_ids"]
+    beside = asyncio.create_task(_collect(static_engine, "beside", ids, 6))
+    with pytest.raises(EngineError) as refused:
+        await _collect(static_engine, "bad", [*ids, static_engine.vocab_size], 4)
+    assert refused.value.code == "invalid_prompt"
+    assert await asyncio.wait_for(beside, 30) == _reference(static_engine.loaded.model, ids, 6)
 
 
 async def test_a_reused_slot_gives_what_a_fresh_engine_gives(loaded_model, engine_settings):

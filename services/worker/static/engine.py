@@ -251,6 +251,12 @@ class StaticEngine:
             raise EngineError("duplicate_request", f"request {request_id} is already running")
         if not input_ids:
             raise EngineError("empty_prompt", "the prompt has no tokens")
+        if min(input_ids) < 0 or max(input_ids) >= self.vocab_size:
+            # An id past the embedding would fail the step for every request in the batch
+            # (and, on CUDA, can leave the device unusable): refuse this one request.
+            raise EngineError(
+                "invalid_prompt", f"the prompt has token ids outside 0..{self.vocab_size - 1}"
+            )
         flight = _Flight(queue=asyncio.Queue())
         self._flights[request_id] = flight
         try:
