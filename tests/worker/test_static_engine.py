@@ -284,14 +284,25 @@ def test_a_closed_event_loop_ends_the_generation_thread_without_an_unhandled_err
     ids = loaded_model.tokenizer(PROMPTS[0])["input_ids"]
     loop = asyncio.new_event_loop()
     orphan = engine.stream("orphan", ids, max_new_tokens=400, sampling=Sampling())
+    closed, emitted = threading.Event(), []
 
     async def running() -> None:
         await engine.start()
+        emit = engine._loop_thread.emit
+
+        def first_then_once_closed(batch) -> None:  # however busy the machine, it stays unfinished
+            if emitted:
+                closed.wait(30)
+            emitted.append(batch)
+            emit(batch)
+
+        engine._loop_thread.emit = first_then_once_closed
         await anext(orphan)  # running; nobody reads it again before the loop closes
 
     loop.run_until_complete(running())
     thread = engine._loop_thread
     loop.close()
+    closed.set()
     thread._thread.join(30)
     assert not thread._thread.is_alive()
     assert crashes == []
