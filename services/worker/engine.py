@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from services.worker.loading import LoadedModel
@@ -73,15 +73,83 @@ class Sampling:
         }
 
 
-_CANCELLED = object()  # put on a flight's queue to end its stream
+CANCELLED = object()  # put on a flight's queue to end its stream
+WARMUP_ID = "warmup"  # the engine's own first request: not counted as active
+
+
+def refuse_oversized(
+    *, prompt_tokens: int, max_new_tokens: int, max_context: int, cache_tokens: int, cache: str
+) -> None:
+    """``RequestTooLarge`` for what the context or the cache (named by ``cache``) cannot hold."""
+    need = prompt_tokens + max_new_tokens
+    asked = f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) = {need}"
+    if need > max_context:
+        raise RequestTooLarge(f"{asked} exceeds the model's context of {max_context} tokens")
+    if need > cache_tokens:
+        raise RequestTooLarge(f"{asked} exceeds {cache}")
 
 
 @dataclasses.dataclass
-class _Flight:
-    queue: asyncio.Queue[Any]
+class Flight:
+    """One request's stream: what the engine hands it, in order, on one queue."""
+
+    queue: asyncio.Queue[Any] = dataclasses.field(default_factory=asyncio.Queue)
     sent: int = 0
     done: bool = False
     cancelled: bool = False
+
+
+class Flights:
+    """The requests an engine is streaming, by id (both engines keep theirs here)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Flight] = {}
+
+    @property
+    def active(self) -> int:
+        """Requests in flight, the warm-up excepted."""
+        return len([k for k in self._by_id if k != WARMUP_ID])
+
+    def check_new(self, request_id: str) -> None:
+        """``EngineError`` if ``request_id`` is already streaming."""
+        if request_id in self._by_id:
+            raise EngineError("duplicate_request", f"request {request_id} is already running")
+
+    @contextlib.contextmanager
+    def opened(self, request_id: str, *, abandon: Callable[[str], None]) -> Iterator[Flight]:
+        """``request_id``'s flight for the block; leaving before its end calls ``abandon``.
+
+        The caller stopped early (stop sequence, abort, error): ``abandon`` frees its
+        cache at once.
+        """
+        flight = Flight()
+        self._by_id[request_id] = flight
+        try:
+            yield flight
+        finally:
+            if not flight.done and not flight.cancelled:
+                abandon(request_id)
+            self._by_id.pop(request_id, None)
+
+    def put(self, request_id: str, item: Any) -> None:
+        """Hand ``item`` to ``request_id``'s stream, if it is still there."""
+        flight = self._by_id.get(request_id)
+        if flight is not None:
+            flight.queue.put_nowait(item)
+
+    def fail_all(self, error: EngineError) -> None:
+        """Every stream in flight raises ``error``."""
+        for flight in self._by_id.values():
+            flight.queue.put_nowait(error)
+
+    def cancel(self, request_id: str) -> bool:
+        """End ``request_id``'s stream; True when it was streaming and not yet cancelled."""
+        flight = self._by_id.get(request_id)
+        if flight is None or flight.cancelled:
+            return False
+        flight.cancelled = True
+        flight.queue.put_nowait(CANCELLED)
+        return True
 
 
 class Engine:
@@ -101,7 +169,7 @@ class Engine:
         self.cache_tokens = self.num_blocks * self.page_size
         self.capacity = settings.max_batch
         self._manager: Any = None
-        self._flights: dict[str, _Flight] = {}
+        self._flights = Flights()
         self._tokens_done = 0
         self._rebuilds = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -150,7 +218,7 @@ class Engine:
         self._manager = await asyncio.to_thread(self._build_manager)
         if self.settings.warmup:
             ids = self.loaded.tokenizer("Hello", add_special_tokens=True)["input_ids"]
-            async for _ in self.stream("warmup", ids, max_new_tokens=4, sampling=Sampling()):
+            async for _ in self.stream(WARMUP_ID, ids, max_new_tokens=4, sampling=Sampling()):
                 pass
 
     def is_alive(self) -> bool:
@@ -184,14 +252,13 @@ class Engine:
                 await self.rebuild(repr(error) if error else "thread exited")
 
     def _fail_all(self, error: EngineError) -> None:
-        for flight in self._flights.values():
-            flight.queue.put_nowait(error)
+        self._flights.fail_all(error)
 
     # ------------------------------------------------------------------ stats
     @property
     def active(self) -> int:
         """Requests in flight."""
-        return len([k for k in self._flights if k != "warmup"])
+        return self._flights.active
 
     @property
     def tokens_done(self) -> int:
@@ -201,22 +268,16 @@ class Engine:
     # ------------------------------------------------------------------ requests
     def check_fits(self, *, prompt_tokens: int, max_new_tokens: int) -> None:
         """Refuse, before admission, what the cache or the model's context cannot hold."""
-        need = prompt_tokens + max_new_tokens
-        if need > self.max_context:
-            raise RequestTooLarge(
-                f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) = {need} "
-                f"exceeds the model's context of {self.max_context} tokens"
-            )
-        if need > self.cache_tokens:
-            raise RequestTooLarge(
-                f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) = {need} "
-                f"exceeds the KV cache of {self.cache_tokens} tokens"
-            )
+        refuse_oversized(
+            prompt_tokens=prompt_tokens,
+            max_new_tokens=max_new_tokens,
+            max_context=self.max_context,
+            cache_tokens=self.cache_tokens,
+            cache=f"the KV cache of {self.cache_tokens} tokens",
+        )
 
     def _deliver(self, output: Any) -> None:
-        flight = self._flights.get(output.request_id)
-        if flight is not None:
-            flight.queue.put_nowait(output)
+        self._flights.put(output.request_id, output)
 
     async def stream(
         self, request_id: str, input_ids: list[int], *, max_new_tokens: int, sampling: Sampling
@@ -229,11 +290,8 @@ class Engine:
         manager = self._manager
         if manager is None or not manager.is_running():
             raise EngineError("engine_unavailable", "the engine is not running")
-        if request_id in self._flights:
-            raise EngineError("duplicate_request", f"request {request_id} is already running")
-        flight = _Flight(queue=asyncio.Queue())
-        self._flights[request_id] = flight
-        try:
+        self._flights.check_new(request_id)
+        with self._flights.opened(request_id, abandon=self.cancel) as flight:
             manager.register_result_handler(request_id, self._deliver)
             manager.add_request(
                 input_ids=list(input_ids),
@@ -244,7 +302,7 @@ class Engine:
             )
             while True:
                 item = await flight.queue.get()
-                if item is _CANCELLED:
+                if item is CANCELLED:
                     return
                 if isinstance(item, EngineError):
                     raise item
@@ -259,24 +317,15 @@ class Engine:
                 if item.is_finished():
                     flight.done = True
                     return
-        finally:
-            if not flight.done and not flight.cancelled:
-                # The caller stopped early (stop sequence, abort, error): free the slot now.
-                self.cancel(request_id)
-            self._flights.pop(request_id, None)
 
     def cancel(self, request_id: str) -> None:
         """Stop generating for ``request_id`` and free its cache; its stream ends."""
-        flight = self._flights.get(request_id)
-        if flight is not None and not flight.cancelled:
-            flight.cancelled = True
-            flight.queue.put_nowait(_CANCELLED)
-            manager = self._manager
-            if manager is not None:
-                manager.cancel_request(request_id)
-                # A cancelled request gets no final output: drop its handler ourselves.
-                with manager.output_router._lock:
-                    manager.output_router.result_handlers.pop(request_id, None)
+        manager = self._manager
+        if self._flights.cancel(request_id) and manager is not None:
+            manager.cancel_request(request_id)
+            # A cancelled request gets no final output: drop its handler ourselves.
+            with manager.output_router._lock:
+                manager.output_router.result_handlers.pop(request_id, None)
 
 
 def measure_rate(

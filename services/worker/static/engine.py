@@ -14,28 +14,24 @@ the event loop through ``call_soon_threadsafe``, one batch per step.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from services.worker.engine import EngineError, RequestTooLarge, Sampling
+from services.worker.engine import (
+    CANCELLED,
+    WARMUP_ID,
+    EngineError,
+    Flights,
+    Sampling,
+    refuse_oversized,
+)
 from services.worker.loading import LoadedModel
 from services.worker.metrics import WorkerMetrics
 from services.worker.settings import WorkerSettings
 from services.worker.static.weights import UnsupportedModel, unsupported_reason
 
 log = logging.getLogger("tinyllama.worker.static")
-
-_CANCELLED = object()  # put on a flight's queue to end its stream
-WARMUP_ID = "warmup"
-
-
-@dataclasses.dataclass
-class _Flight:
-    queue: asyncio.Queue[Any]
-    done: bool = False
-    cancelled: bool = False
 
 
 def eos_ids(loaded: LoadedModel) -> frozenset[int]:
@@ -74,7 +70,7 @@ class StaticEngine:
         self.eos = eos_ids(loaded)
         self._decoder: Any = None
         self._loop_thread: Any = None
-        self._flights: dict[str, _Flight] = {}
+        self._flights = Flights()
         self._tokens_done = 0
         self._rebuilds = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -171,8 +167,7 @@ class StaticEngine:
                 await self.rebuild(repr(error) if error else "thread exited")
 
     def _fail_all(self, error: EngineError) -> None:
-        for flight in self._flights.values():
-            flight.queue.put_nowait(error)
+        self._flights.fail_all(error)
 
     # ------------------------------------------------------------------ thread -> event loop
     def _emit(self, batch: dict[str, tuple[list[int], bool]]) -> None:
@@ -197,21 +192,17 @@ class StaticEngine:
 
     def _deliver(self, batch: dict[str, tuple[list[int], bool]]) -> None:
         for request_id, item in batch.items():
-            flight = self._flights.get(request_id)
-            if flight is not None:
-                flight.queue.put_nowait(item)
+            self._flights.put(request_id, item)
 
     def _deliver_failure(self, request_ids: list[str], error: EngineError) -> None:
         for request_id in request_ids:
-            flight = self._flights.get(request_id)
-            if flight is not None:
-                flight.queue.put_nowait(error)
+            self._flights.put(request_id, error)
 
     # ------------------------------------------------------------------ stats
     @property
     def active(self) -> int:
         """Requests in flight."""
-        return len([k for k in self._flights if k != WARMUP_ID])
+        return self._flights.active
 
     @property
     def tokens_done(self) -> int:
@@ -221,17 +212,14 @@ class StaticEngine:
     # ------------------------------------------------------------------ requests
     def check_fits(self, *, prompt_tokens: int, max_new_tokens: int) -> None:
         """Refuse, before admission, what the model's context or one cache slot cannot hold."""
-        need = prompt_tokens + max_new_tokens
-        asked = f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) = {need}"
-        if need > self.max_context:
-            raise RequestTooLarge(
-                f"{asked} exceeds the model's context of {self.max_context} tokens"
-            )
-        if need > self.cache_tokens:
-            raise RequestTooLarge(
-                f"{asked} exceeds a KV cache slot of {self.cache_tokens} tokens "
-                f"(TINYLLAMA_CACHE_TOKENS / TINYLLAMA_MAX_BATCH)"
-            )
+        refuse_oversized(
+            prompt_tokens=prompt_tokens,
+            max_new_tokens=max_new_tokens,
+            max_context=self.max_context,
+            cache_tokens=self.cache_tokens,
+            cache=f"a KV cache slot of {self.cache_tokens} tokens "
+            "(TINYLLAMA_CACHE_TOKENS / TINYLLAMA_MAX_BATCH)",
+        )
 
     async def stream(
         self, request_id: str, input_ids: list[int], *, max_new_tokens: int, sampling: Sampling
@@ -247,8 +235,7 @@ class StaticEngine:
         thread = self._loop_thread
         if thread is None or not thread.is_running():
             raise EngineError("engine_unavailable", "the engine is not running")
-        if request_id in self._flights:
-            raise EngineError("duplicate_request", f"request {request_id} is already running")
+        self._flights.check_new(request_id)
         if not input_ids:
             raise EngineError("empty_prompt", "the prompt has no tokens")
         if min(input_ids) < 0 or max(input_ids) >= self.vocab_size:
@@ -257,9 +244,7 @@ class StaticEngine:
             raise EngineError(
                 "invalid_prompt", f"the prompt has token ids outside 0..{self.vocab_size - 1}"
             )
-        flight = _Flight(queue=asyncio.Queue())
-        self._flights[request_id] = flight
-        try:
+        with self._flights.opened(request_id, abandon=self.cancel) as flight:
             thread.submit(
                 Sequence(
                     request_id=request_id,
@@ -280,7 +265,7 @@ class StaticEngine:
                 tokens: list[int] = []
                 finished, error = False, None
                 for item in items:  # in order: nothing after the request's end counts
-                    if item is _CANCELLED:
+                    if item is CANCELLED:
                         return
                     if isinstance(item, EngineError):
                         error = item
@@ -297,18 +282,9 @@ class StaticEngine:
                 if finished:
                     flight.done = True
                     return
-        finally:
-            if not flight.done and not flight.cancelled:
-                # The caller stopped early (stop sequence, abort, error): free the slot now.
-                self.cancel(request_id)
-            self._flights.pop(request_id, None)
 
     def cancel(self, request_id: str) -> None:
         """Stop generating for ``request_id`` and free its slot; its stream ends."""
-        flight = self._flights.get(request_id)
-        if flight is not None and not flight.cancelled:
-            flight.cancelled = True
-            flight.queue.put_nowait(_CANCELLED)
-            thread = self._loop_thread
-            if thread is not None:
-                thread.cancel(request_id)
+        thread = self._loop_thread
+        if self._flights.cancel(request_id) and thread is not None:
+            thread.cancel(request_id)
